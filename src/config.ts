@@ -1,0 +1,163 @@
+import type pg from 'pg';
+import { ConfigError } from './errors.js';
+
+/** A pg client constructor, such as `pg.Client` or a subclass of it. */
+export type ClientConstructor = new (config?: pg.ClientConfig) => pg.Client;
+
+/**
+ * Options of `new Pool(options)`: every pg.Pool and pg.Client option with pg's meaning,
+ * plus pg-lifeline's own (documented below). Values are validated once; a bad one throws
+ * {@link ConfigError}.
+ */
+export interface PoolOptions extends Omit<pg.PoolConfig, 'Client' | 'onConnect'> {
+  /** Old name of `max`, still accepted by pg.Pool. */
+  poolSize?: number | undefined;
+  /** Client class to open connections with. Default: the app's own `pg.Client`. */
+  Client?: ClientConstructor | undefined;
+  /** Runs on every new connection before its first use; a rejection discards it. */
+  onConnect?: ((client: pg.PoolClient) => void | Promise<void>) | undefined;
+  /**
+   * A connection idle longer than this is checked with an empty query at checkout. Inside the
+   * window it is handed out without a round trip. 0 checks every checkout. Default 1000.
+   */
+  validationWindowMillis?: number | undefined;
+  /**
+   * Longest one attempt to open a connection may take (TCP, TLS, authentication). Shorter than
+   * the acquire deadline (`connectionTimeoutMillis`), so an attempt lost to a dead network leaves
+   * time for another. Default 10000, and never more than `connectionTimeoutMillis`.
+   */
+  connectAttemptTimeoutMillis?: number | undefined;
+  /** Longest a checkout probe may take before the connection is discarded. Default 3000. */
+  validationTimeoutMillis?: number | undefined;
+  /**
+   * Idle connections are pinged this often (minus up to 10 % jitter) so dead ones are found
+   * before anyone needs them. 0 turns pings off. Default 60000.
+   */
+  keepaliveIntervalMillis?: number | undefined;
+  /** Fraction (0 to 0.5) of `maxLifetimeSeconds` taken off at random per connection. Default 0.05. */
+  maxLifetimeJitter?: number | undefined;
+  /** How long `end()` waits for checked-out clients before closing them anyway. Default 10000. */
+  shutdownTimeoutMillis?: number | undefined;
+  /** Record where each client was released, for {@link ClientReleasedError}. Default true. */
+  releaseTraces?: boolean | undefined;
+}
+
+/** The validated settings the pool runs on. Frozen. */
+export interface ResolvedConfig {
+  readonly max: number;
+  readonly min: number;
+  /** 0: idle connections are never closed for idleness. */
+  readonly idleTimeoutMillis: number;
+  /** 0: wait forever (pg's meaning). */
+  readonly connectionTimeoutMillis: number;
+  readonly connectAttemptTimeoutMillis: number;
+  readonly maxUses: number;
+  /** 0: connections never retire for age. */
+  readonly maxLifetimeMillis: number;
+  readonly maxLifetimeJitter: number;
+  readonly allowExitOnIdle: boolean;
+  readonly validationWindowMillis: number;
+  readonly validationTimeoutMillis: number;
+  readonly keepaliveIntervalMillis: number;
+  readonly shutdownTimeoutMillis: number;
+  readonly releaseTraces: boolean;
+  readonly Client: ClientConstructor | undefined;
+  readonly onConnect: PoolOptions['onConnect'];
+  readonly verify: pg.PoolConfig['verify'];
+  readonly log: ((...messages: unknown[]) => void) | undefined;
+  readonly Promise: PromiseConstructorLike | undefined;
+  /** What each new client is constructed with: the user's options plus pool-level defaults. */
+  readonly clientOptions: Readonly<PoolOptions>;
+}
+
+const MAX_TIMER = 2_147_483_647;
+const DEFAULT_CONNECTION_TIMEOUT = 30_000;
+const DEFAULT_KEEPALIVE_INITIAL_DELAY = 30_000;
+
+/**
+ * Validates `options` and returns the pool's settings plus the object exposed as `pool.options`
+ * (pg's option names with defaults filled in). Both are frozen.
+ */
+export function resolveConfig(options: PoolOptions | undefined): {
+  config: ResolvedConfig;
+  exposed: Readonly<PoolOptions>;
+} {
+  if (options !== undefined && (typeof options !== 'object' || options === null)) {
+    throw new ConfigError('options', 'an object', options);
+  }
+  const o: PoolOptions = options ?? {};
+  if (o.max !== undefined && o.poolSize !== undefined && o.max !== o.poolSize) {
+    throw new ConfigError('poolSize', 'to equal max when both are given (poolSize is an old name for max)', o.poolSize);
+  }
+  const max = int('max', o.max ?? o.poolSize, 10, 1, 100_000);
+  const min = int('min', o.min, 0, 0, max);
+  const idleTimeoutMillis = o.idleTimeoutMillis === null ? 0 : int('idleTimeoutMillis', o.idleTimeoutMillis, 10_000, 0, MAX_TIMER);
+  const connectionTimeoutMillis = int('connectionTimeoutMillis', o.connectionTimeoutMillis, DEFAULT_CONNECTION_TIMEOUT, 0, MAX_TIMER);
+  const attemptDefault = connectionTimeoutMillis === 0 ? 10_000 : Math.min(10_000, connectionTimeoutMillis);
+  const connectAttemptTimeoutMillis = int('connectAttemptTimeoutMillis', o.connectAttemptTimeoutMillis, attemptDefault, 1, connectionTimeoutMillis || MAX_TIMER);
+  const maxUses = o.maxUses === Infinity ? Infinity : int('maxUses', o.maxUses, Infinity, 1, Number.MAX_SAFE_INTEGER);
+  const maxLifetimeSeconds = num('maxLifetimeSeconds', o.maxLifetimeSeconds, 1800, 0, MAX_TIMER / 1000);
+  const keepAlive = bool('keepAlive', o.keepAlive, true);
+  const keepAliveInitialDelayMillis = int('keepAliveInitialDelayMillis', o.keepAliveInitialDelayMillis, keepAlive ? DEFAULT_KEEPALIVE_INITIAL_DELAY : 0, 0, MAX_TIMER);
+
+  const config: ResolvedConfig = Object.freeze({
+    max,
+    min,
+    idleTimeoutMillis,
+    connectionTimeoutMillis,
+    connectAttemptTimeoutMillis,
+    maxUses,
+    maxLifetimeMillis: maxLifetimeSeconds * 1000,
+    maxLifetimeJitter: num('maxLifetimeJitter', o.maxLifetimeJitter, 0.05, 0, 0.5),
+    allowExitOnIdle: bool('allowExitOnIdle', o.allowExitOnIdle, false),
+    validationWindowMillis: int('validationWindowMillis', o.validationWindowMillis, 1000, 0, MAX_TIMER),
+    validationTimeoutMillis: int('validationTimeoutMillis', o.validationTimeoutMillis, 3000, 1, MAX_TIMER),
+    keepaliveIntervalMillis: int('keepaliveIntervalMillis', o.keepaliveIntervalMillis, 60_000, 0, MAX_TIMER),
+    shutdownTimeoutMillis: int('shutdownTimeoutMillis', o.shutdownTimeoutMillis, 10_000, 0, MAX_TIMER),
+    releaseTraces: bool('releaseTraces', o.releaseTraces, true),
+    Client: fn('Client', o.Client),
+    onConnect: fn('onConnect', o.onConnect),
+    verify: fn('verify', o.verify),
+    log: fn('log', o.log),
+    Promise: fn('Promise', o.Promise),
+    clientOptions: Object.freeze(
+      hideSecrets({ ...o, max, min, idleTimeoutMillis, connectionTimeoutMillis, maxUses, maxLifetimeSeconds, keepAlive, keepAliveInitialDelayMillis }),
+    ),
+  });
+  return { config, exposed: config.clientOptions };
+}
+
+// Like pg.Pool: the password stays usable but does not show up when the options are logged.
+function hideSecrets<T extends PoolOptions>(options: T): T {
+  if ('password' in options) {
+    Object.defineProperty(options, 'password', { enumerable: false, value: options.password });
+  }
+  return options;
+}
+
+function int(option: string, value: unknown, fallback: number, lo: number, hi: number): number {
+  const n = num(option, value, fallback, lo, hi);
+  if (!Number.isInteger(n) && n !== Infinity) {
+    throw new ConfigError(option, `a whole number from ${lo} to ${hi}`, value);
+  }
+  return n;
+}
+
+function num(option: string, value: unknown, fallback: number, lo: number, hi: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || Number.isNaN(value) || value < lo || value > hi) {
+    throw new ConfigError(option, `a number from ${lo} to ${hi}`, value);
+  }
+  return value;
+}
+
+function bool(option: string, value: unknown, fallback: boolean): boolean {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'boolean') throw new ConfigError(option, 'true or false', value);
+  return value;
+}
+
+function fn<T>(option: string, value: T): T {
+  if (value !== undefined && typeof value !== 'function') throw new ConfigError(option, 'a function', value);
+  return value;
+}

@@ -1,0 +1,303 @@
+import { AbortedError, AcquireTimeoutError, PoolEndedError, type PoolCounts } from '../errors.js';
+import { fullJitterDelay } from './backoff.js';
+
+/**
+ * The life of a pooled resource.
+ * - `opening`: being created; counts toward the pool's size.
+ * - `idle`: open and waiting in the idle stack.
+ * - `checking`: taken out of the idle stack by background work (a keepalive ping, a reset).
+ * - `leased`: handed to a caller.
+ * - `broken`: died while leased; closed once the caller gives it back.
+ * - `closed`: gone; the record is dropped.
+ */
+export type ResourceState = 'opening' | 'idle' | 'checking' | 'leased' | 'broken' | 'closed';
+
+/** Monotonic milliseconds; wall-clock jumps must not age or rejuvenate connections. */
+export const now: () => number = performance.now.bind(performance);
+
+/** Base of every record the pool manages; the policy layer subclasses it with the resource. */
+export class PooledResource {
+  /** Written only by {@link ResourcePool}'s transition method. */
+  state: ResourceState = 'opening';
+  readonly createdAt = now();
+  /** When the resource last went back to the pool; kept by the policy layer. */
+  idleSince = this.createdAt;
+}
+
+/** What the pool needs from the layer that knows the resource. */
+export interface ResourceHooks<R extends PooledResource> {
+  /** A fresh record, not yet open. */
+  make(): R;
+  /** Opens the resource; on failure it must leave nothing open behind. */
+  open(resource: R): Promise<void>;
+  /** Closes the resource; the pool does not wait for it. */
+  close(resource: R): void;
+  /** True when opening failed in a way no retry will fix, so every waiter should fail now. */
+  isFatalOpenError(error: unknown): boolean;
+  /** Turns a fatal open error into what waiters are rejected with. */
+  fatalOpenError(error: unknown): Error;
+  /** Observes every state change, after it happened. */
+  transitioned(resource: R, from: ResourceState): void;
+}
+
+/** Sizing and retry settings of a {@link ResourcePool}. */
+export interface ResourcePoolSettings {
+  readonly max: number;
+  readonly min: number;
+  /** Backoff between failed opens: first step and ceiling, in milliseconds. */
+  readonly retryBaseMillis: number;
+  readonly retryCapMillis: number;
+}
+
+interface Waiter<R> {
+  resolve(resource: R): void;
+  reject(error: Error): void;
+  settled: boolean;
+  timer: ReturnType<typeof setTimeout> | undefined;
+  signal: AbortSignal | undefined;
+  onAbort: (() => void) | undefined;
+}
+
+/**
+ * A bounded pool of resources: a LIFO idle stack (hot resources stay hot, extras age out), a FIFO
+ * queue of waiters, opening on demand up to `max`, and backoff while opens fail. While opens are
+ * failing only one is in flight at a time, so an outage does not become a connection storm.
+ */
+export class ResourcePool<R extends PooledResource> {
+  readonly #hooks: ResourceHooks<R>;
+  readonly #settings: ResourcePoolSettings;
+  readonly #all = new Set<R>();
+  readonly #idle: R[] = [];
+  readonly #waiters: Waiter<R>[] = [];
+  #opening = 0;
+  #failures = 0;
+  #lastOpenError: unknown;
+  #retryTimer: ReturnType<typeof setTimeout> | undefined;
+  #closed = false;
+  #emptied: (() => void) | undefined;
+
+  constructor(hooks: ResourceHooks<R>, settings: ResourcePoolSettings) {
+    this.#hooks = hooks;
+    this.#settings = settings;
+  }
+
+  /** Open resources plus those being opened. */
+  get size(): number {
+    return this.#all.size;
+  }
+  get idleCount(): number {
+    return this.#idle.length;
+  }
+  get waitingCount(): number {
+    return this.#waiters.length;
+  }
+  get closed(): boolean {
+    return this.#closed;
+  }
+  /** Consecutive failed opens; 0 once one succeeds. */
+  get openFailures(): number {
+    return this.#failures;
+  }
+
+  counts(): PoolCounts {
+    return { total: this.#all.size, idle: this.#idle.length, waiting: this.#waiters.length, opening: this.#opening, max: this.#settings.max };
+  }
+
+  /** Every record, in no particular order (for maintenance and shutdown). */
+  resources(): IterableIterator<R> {
+    return this.#all.values();
+  }
+
+  /** The idle stack, most recently used last. Read-only: callers change it through the methods below. */
+  idle(): readonly R[] {
+    return this.#idle;
+  }
+
+  /** Takes the most recently used idle resource without waiting, if there is one. */
+  takeIdle(): R | undefined {
+    const resource = this.#idle.pop();
+    if (resource !== undefined) this.#transition(resource, 'leased');
+    return resource;
+  }
+
+  /**
+   * Waits for a resource until `deadline` (a {@link now} timestamp; Infinity for none) or until
+   * `signal` aborts. Opens new resources while there is room.
+   */
+  acquire(deadline: number, signal?: AbortSignal): Promise<R> {
+    if (this.#closed) return Promise.reject(new PoolEndedError());
+    const idle = this.takeIdle();
+    if (idle !== undefined) return Promise.resolve(idle);
+    if (signal?.aborted) return Promise.reject(new AbortedError('Waiting for a connection', signal.reason));
+    return new Promise<R>((resolve, reject) => {
+      const waiter: Waiter<R> = { resolve, reject, settled: false, timer: undefined, signal, onAbort: undefined };
+      const started = now();
+      if (deadline !== Infinity) {
+        waiter.timer = setTimeout(() => {
+          this.#settle(waiter, new AcquireTimeoutError(Math.round(now() - started), this.counts(), this.#failures > 0 ? this.#lastOpenError : undefined));
+        }, Math.max(0, deadline - started));
+      }
+      if (signal !== undefined) {
+        waiter.onAbort = () => this.#settle(waiter, new AbortedError('Waiting for a connection', signal.reason));
+        signal.addEventListener('abort', waiter.onAbort, { once: true });
+      }
+      this.#waiters.push(waiter);
+      this.#fill();
+    });
+  }
+
+  /** Gives a leased or checked resource back: to the first waiter, else to the idle stack. */
+  release(resource: R): void {
+    if (this.#closed || resource.state === 'broken') return this.destroy(resource);
+    const waiter = this.#nextWaiter();
+    if (waiter !== undefined) {
+      this.#transition(resource, 'leased');
+      waiter.resolve(resource);
+      return;
+    }
+    this.#transition(resource, 'idle');
+    this.#idle.push(resource);
+  }
+
+  /** Moves an idle resource to `checking`, so background work can use it undisturbed. */
+  beginCheck(resource: R): void {
+    this.#removeIdle(resource);
+    this.#transition(resource, 'checking');
+  }
+
+  /** Moves a leased resource to `checking`, e.g. while a dirty session is rolled back. */
+  hold(resource: R): void {
+    this.#transition(resource, 'checking');
+  }
+
+  /** The resource died. Idle ones are closed now; leased ones once they come back. */
+  markBroken(resource: R): void {
+    switch (resource.state) {
+      case 'idle':
+        return this.destroy(resource);
+      case 'leased':
+      case 'checking':
+        return this.#transition(resource, 'broken');
+      default:
+        return;
+    }
+  }
+
+  /** Closes a resource and frees its slot. Safe to call on one already closed. */
+  destroy(resource: R): void {
+    if (resource.state === 'closed') return;
+    if (resource.state === 'idle') this.#removeIdle(resource);
+    this.#all.delete(resource);
+    this.#transition(resource, 'closed');
+    this.#hooks.close(resource);
+    if (this.#all.size === 0) this.#emptied?.();
+    this.#fill();
+  }
+
+  /** Opens resources until `min` are open (called by maintenance and at start). */
+  warm(): void {
+    this.#fill();
+  }
+
+  /**
+   * Stops the pool: waiters fail with {@link PoolEndedError}, idle resources close, and leased ones
+   * close as they come back. Resolves once every resource is closed.
+   */
+  close(): Promise<void> {
+    this.#closed = true;
+    clearTimeout(this.#retryTimer);
+    for (let waiter = this.#nextWaiter(); waiter !== undefined; waiter = this.#nextWaiter()) {
+      waiter.reject(new PoolEndedError());
+    }
+    for (const resource of [...this.#idle]) this.destroy(resource);
+    if (this.#all.size === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.#emptied = resolve;
+    });
+  }
+
+  #fill(): void {
+    if (this.#closed) return;
+    const { max, min } = this.#settings;
+    let wanted = Math.max(this.#waiters.length - this.#opening, min - this.#all.size);
+    while (wanted > 0 && this.#all.size < max) {
+      // While opens fail, probe with one attempt at a time, spaced by backoff.
+      if (this.#failures > 0 && (this.#opening > 0 || this.#retryTimer !== undefined)) return;
+      this.#open();
+      wanted--;
+    }
+  }
+
+  #open(): void {
+    const resource = this.#hooks.make();
+    this.#all.add(resource);
+    this.#opening++;
+    this.#hooks.open(resource).then(
+      () => {
+        this.#opening--;
+        this.#failures = 0;
+        if (resource.state === 'closed') return;
+        if (resource.state === 'broken' || this.#closed) return this.destroy(resource);
+        this.release(resource);
+      },
+      (error: unknown) => {
+        this.#opening--;
+        this.#failures++;
+        this.#lastOpenError = error;
+        if (resource.state !== 'closed') {
+          this.#all.delete(resource);
+          this.#transition(resource, 'closed');
+          if (this.#all.size === 0) this.#emptied?.();
+        }
+        if (this.#closed) return;
+        if (this.#hooks.isFatalOpenError(error)) {
+          const fatal = this.#hooks.fatalOpenError(error);
+          for (let waiter = this.#nextWaiter(); waiter !== undefined; waiter = this.#nextWaiter()) waiter.reject(fatal);
+        }
+        this.#scheduleRetry();
+      },
+    );
+  }
+
+  #scheduleRetry(): void {
+    const { retryBaseMillis, retryCapMillis } = this.#settings;
+    this.#retryTimer = setTimeout(() => {
+      this.#retryTimer = undefined;
+      this.#fill();
+    }, fullJitterDelay(this.#failures - 1, retryBaseMillis, retryCapMillis));
+    // Only waiters justify keeping the process alive; warming `min` alone does not.
+    if (this.#waiters.length === 0) this.#retryTimer.unref();
+  }
+
+  #nextWaiter(): Waiter<R> | undefined {
+    const waiter = this.#waiters.shift();
+    if (waiter !== undefined) this.#finish(waiter);
+    return waiter;
+  }
+
+  #settle(waiter: Waiter<R>, error: Error): void {
+    if (waiter.settled) return;
+    const index = this.#waiters.indexOf(waiter);
+    if (index !== -1) this.#waiters.splice(index, 1);
+    this.#finish(waiter);
+    waiter.reject(error);
+  }
+
+  #finish(waiter: Waiter<R>): void {
+    waiter.settled = true;
+    if (waiter.timer !== undefined) clearTimeout(waiter.timer);
+    if (waiter.onAbort !== undefined) waiter.signal?.removeEventListener('abort', waiter.onAbort);
+  }
+
+  #removeIdle(resource: R): void {
+    const index = this.#idle.lastIndexOf(resource);
+    if (index !== -1) this.#idle.splice(index, 1);
+  }
+
+  // The one place a resource's state changes.
+  #transition(resource: R, to: ResourceState): void {
+    const from = resource.state;
+    resource.state = to;
+    this.#hooks.transitioned(resource, from);
+  }
+}

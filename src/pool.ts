@@ -1,0 +1,225 @@
+import { EventEmitter } from 'node:events';
+import pg from 'pg';
+import { resolveConfig, type ClientConstructor, type PoolOptions, type ResolvedConfig } from './config.js';
+import { now } from './core/resource-pool.js';
+import { PoolEndedError } from './errors.js';
+import { isConnectionError } from './postgres/classify.js';
+import { Lease } from './postgres/lease.js';
+import { ConnectionManager } from './postgres/manager.js';
+import { beginStatement, runTransaction, type TransactionOptions } from './postgres/transaction.js';
+import type { PoolStats } from './stats.js';
+
+/** Options of methods that wait for a connection. */
+export interface AcquireOptions {
+  /** Stop waiting when this signal aborts; the call rejects with `AbortedError`. */
+  readonly signal?: AbortSignal | undefined;
+}
+
+type ConnectCallback = (err: Error | undefined, client: pg.PoolClient | undefined, done: (release?: Error | boolean) => void) => void;
+type QueryCallback = (err: Error | undefined, result?: pg.QueryResult) => void;
+type Submittable = pg.Submittable & EventEmitter & { handleError?(error: unknown): void };
+
+// pg.Pool typed as a bare EventEmitter: pg-lifeline replaces its whole surface, and TypeScript
+// would otherwise reject getters that replace properties @types/pg declares.
+const PgPool = pg.Pool as unknown as new () => EventEmitter;
+
+const noop = (): void => undefined;
+
+/**
+ * A drop-in replacement for `pg.Pool` (a subclass of it) that never hands out a dead
+ * connection, never crashes the process on a connection's death, and explains its failures.
+ */
+export class Pool extends PgPool {
+  /** The options in force, with defaults filled in. Frozen. */
+  readonly options: Readonly<PoolOptions>;
+  /** The client class connections are opened with. */
+  readonly Client: ClientConstructor;
+  /** True once `end()` has been called. */
+  ending = false;
+  /** True once `end()` has finished. */
+  ended = false;
+  readonly #config: ResolvedConfig;
+  readonly #manager: ConnectionManager;
+
+  constructor(options?: PoolOptions) {
+    const { config, exposed } = resolveConfig(options);
+    super();
+    this.#config = config;
+    this.options = exposed;
+    this.Client = config.Client ?? pg.Client;
+    this.#manager = new ConnectionManager(config, this);
+  }
+
+  /** Open connections plus those being opened. */
+  get totalCount(): number {
+    return this.#manager.core.size;
+  }
+  /** Connections waiting in the pool. */
+  get idleCount(): number {
+    return this.#manager.core.idleCount;
+  }
+  /** Callers waiting for a connection. */
+  get waitingCount(): number {
+    return this.#manager.core.waitingCount;
+  }
+  /** Checked-out connections past their lifetime, to be closed when released. */
+  get expiredCount(): number {
+    return this.#manager.expiredCount();
+  }
+
+  /** A snapshot of sizes and counters. */
+  stats(): PoolStats {
+    return this.#manager.snapshot();
+  }
+
+  /**
+   * Checks out a client; call `client.release()` exactly once when done (or use `await using`).
+   * Rejects with `AcquireTimeoutError` after `connectionTimeoutMillis`.
+   */
+  connect(options?: AcquireOptions): Promise<pg.PoolClient>;
+  connect(callback: ConnectCallback): void;
+  connect(arg?: AcquireOptions | ConnectCallback): Promise<pg.PoolClient> | void {
+    if (typeof arg === 'function') {
+      this.#lease(undefined).then(
+        (lease) => arg(undefined, lease.client, lease.client.release),
+        (error: Error) => arg(error, undefined, noop),
+      );
+      return;
+    }
+    return this.#promise(this.#lease(arg?.signal).then((lease) => lease.client));
+  }
+
+  /**
+   * Runs one statement on a pooled connection, exactly like `pg.Pool#query`. Unlike pg.Pool, an
+   * ordinary SQL error does not cost the connection; only a dead one is discarded.
+   */
+  query<T extends pg.Submittable>(queryStream: T): T;
+  query<R extends any[] = any[], I = any[]>(queryConfig: pg.QueryArrayConfig<I>, values?: pg.QueryConfigValues<I>): Promise<pg.QueryArrayResult<R>>;
+  query<R extends pg.QueryResultRow = any, I = any[]>(queryConfig: pg.QueryConfig<I>): Promise<pg.QueryResult<R>>;
+  query<R extends pg.QueryResultRow = any, I = any[]>(queryTextOrConfig: string | pg.QueryConfig<I>, values?: pg.QueryConfigValues<I>): Promise<pg.QueryResult<R>>;
+  query<R extends any[] = any[], I = any[]>(queryConfig: pg.QueryArrayConfig<I>, callback: (err: Error, result: pg.QueryArrayResult<R>) => void): void;
+  query<R extends pg.QueryResultRow = any, I = any[]>(queryTextOrConfig: string | pg.QueryConfig<I>, callback: (err: Error, result: pg.QueryResult<R>) => void): void;
+  query<R extends pg.QueryResultRow = any, I = any[]>(queryText: string, values: pg.QueryConfigValues<I>, callback: (err: Error, result: pg.QueryResult<R>) => void): void;
+  query(text: unknown, values?: unknown, callback?: unknown): unknown {
+    if (typeof text === 'function') {
+      const error = new TypeError('Passing a function as the first parameter to pool.query is not supported');
+      setImmediate(text as QueryCallback, error);
+      return this.#promise(Promise.reject(error));
+    }
+    if (typeof values === 'function') {
+      callback = values;
+      values = undefined;
+    }
+    if (typeof (text as { submit?: unknown } | null)?.submit === 'function') return this.#submit(text as Submittable);
+    const result = this.#query(text, values);
+    if (typeof callback === 'function') {
+      const cb = callback as QueryCallback;
+      result.then((r) => cb(undefined, r), (error: Error) => cb(error));
+      return undefined;
+    }
+    return this.#promise(result);
+  }
+
+  /** Runs `fn` with a checked-out client and always releases it, even if `fn` throws. */
+  async withClient<T>(fn: (client: pg.PoolClient) => Promise<T> | T, options?: AcquireOptions): Promise<T> {
+    const lease = await this.#lease(options?.signal);
+    let failure: unknown;
+    try {
+      return await fn(lease.client);
+    } catch (error) {
+      failure = error;
+      throw error;
+    } finally {
+      // A connection that died under fn is discarded; anything else goes back (rolled back if dirty).
+      if (!lease.released) lease.release(isConnectionError(failure) ? failure : undefined);
+    }
+  }
+
+  /**
+   * Runs `fn` in a transaction: BEGIN, then COMMIT if it resolves or ROLLBACK if it throws; the
+   * client is always released.
+   */
+  transaction<T>(fn: (client: pg.PoolClient) => Promise<T> | T, options?: TransactionOptions): Promise<T> {
+    let begin: string;
+    try {
+      begin = beginStatement(options);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return this.withClient((client) => runTransaction(client, begin, fn), options);
+  }
+
+  /**
+   * Stops new checkouts, waits up to `shutdownTimeoutMillis` for checked-out clients, then closes
+   * every connection and cancels every timer. Never hangs on a dead network.
+   */
+  end(): Promise<void>;
+  end(callback: (err?: Error) => void): void;
+  end(callback?: (err?: Error) => void): Promise<void> | void {
+    let result: Promise<void>;
+    if (this.ending) {
+      result = Promise.reject(new PoolEndedError('Called end on pool more than once.'));
+    } else {
+      this.ending = true;
+      result = this.#manager.end().then(() => {
+        this.ended = true;
+      });
+    }
+    if (callback === undefined) return this.#promise(result);
+    result.then(() => callback(), callback);
+  }
+
+  async #lease(signal: AbortSignal | undefined): Promise<Lease> {
+    if (this.ending) throw new PoolEndedError();
+    const connection = this.#manager.tryCheckout() ?? (await this.#manager.checkout(this.#deadline(), signal));
+    return new Lease(connection, this.#manager);
+  }
+
+  async #query(text: unknown, values: unknown): Promise<pg.QueryResult> {
+    if (this.ending) throw new PoolEndedError();
+    const manager = this.#manager;
+    const connection = manager.tryCheckout() ?? (await manager.checkout(this.#deadline(), undefined));
+    let result: pg.QueryResult;
+    try {
+      result = await connection.client.query(text as string, values as unknown[] | undefined);
+    } catch (error) {
+      manager.checkin(connection, isConnectionError(error) ? error : undefined);
+      throw manager.translate(error, connection);
+    }
+    manager.checkin(connection, undefined);
+    return result;
+  }
+
+  // pg.Pool leaks the client here; pg-lifeline releases it once the submittable is done with it.
+  #submit<T extends Submittable>(submittable: T): T {
+    this.#lease(undefined).then(
+      (lease) => {
+        const done = (error?: unknown): void => {
+          submittable.off('end', done).off('close', done).off('error', failed);
+          lease.release(error);
+        };
+        // A statement error is followed by ReadyForQuery ('end'); only a dead connection is not.
+        const failed = (error: unknown): void => {
+          if (isConnectionError(error)) done(error);
+        };
+        submittable.once('end', done).once('close', done).on('error', failed);
+        lease.client.query(submittable);
+      },
+      (error: unknown) => {
+        if (typeof submittable.handleError === 'function') submittable.handleError(error);
+        else submittable.emit('error', error);
+      },
+    );
+    return submittable;
+  }
+
+  #deadline(): number {
+    const timeout = this.#config.connectionTimeoutMillis;
+    return timeout === 0 ? Infinity : now() + timeout;
+  }
+
+  #promise<T>(promise: Promise<T>): Promise<T> {
+    const Custom = this.#config.Promise;
+    return Custom === undefined ? promise : (new Custom<T>((resolve, reject) => promise.then(resolve, reject)) as Promise<T>);
+  }
+}

@@ -1,0 +1,111 @@
+import type pg from 'pg';
+import { ClientReleasedError, DoubleReleaseError } from '../errors.js';
+import type { PgConnection } from './connection.js';
+
+/** What a lease needs from the pool. */
+export interface LeaseOwner {
+  readonly releaseTraces: boolean;
+  /** Takes the connection back; `error` (truthy) asks for it to be destroyed. */
+  checkin(connection: PgConnection, error: unknown): void;
+  /** Replaces a connection-level failure with a typed error; returns other errors unchanged. */
+  translate(error: unknown, connection: PgConnection): unknown;
+}
+
+type AnyFunction = (...args: unknown[]) => unknown;
+
+/**
+ * One checkout of one connection. The app gets `lease.client`, a Proxy of the pg client: it
+ * passes `instanceof pg.Client` and reaches every client member, but once released it refuses
+ * to run queries. Each checkout has its own proxy, so a handle kept from an earlier checkout
+ * cannot run queries on the session someone else now holds.
+ */
+export class Lease implements ProxyHandler<pg.Client> {
+  /** The handle given to the app. */
+  readonly client: pg.PoolClient;
+  readonly #connection: PgConnection;
+  readonly #owner: LeaseOwner;
+  #released = false;
+  // A captured stack is formatted only if someone reads it, which keeps release cheap.
+  #releaseSite: { stack?: string } | undefined;
+  #query: AnyFunction | undefined;
+  #release: AnyFunction | undefined;
+  #dispose: AnyFunction | undefined;
+
+  constructor(connection: PgConnection, owner: LeaseOwner) {
+    this.#connection = connection;
+    this.#owner = owner;
+    this.client = new Proxy(connection.client, this) as pg.PoolClient;
+  }
+
+  get released(): boolean {
+    return this.#released;
+  }
+
+  get(target: pg.Client, property: string | symbol): unknown {
+    switch (property) {
+      case 'query':
+        return (this.#query ??= (...args) => this.#runQuery(target, args));
+      case 'release':
+        return (this.#release ??= (error) => this.release(error));
+      case Symbol.asyncDispose:
+        return (this.#dispose ??= () => {
+          if (!this.#released) this.release();
+          return Promise.resolve();
+        });
+      case 'connect':
+      case 'end':
+        if (this.#released) {
+          return () => {
+            throw new ClientReleasedError(property, this.#releaseStack());
+          };
+        }
+        break;
+    }
+    const value: unknown = Reflect.get(target, property);
+    return typeof value === 'function' ? this.#connection.bound(value as AnyFunction) : value;
+  }
+
+  has(target: pg.Client, property: string | symbol): boolean {
+    return property === 'release' || property === Symbol.asyncDispose || Reflect.has(target, property);
+  }
+
+  /** Gives the connection back. A second call throws {@link DoubleReleaseError}. */
+  release(error?: unknown): void {
+    if (this.#released) throw new DoubleReleaseError(this.#releaseStack());
+    this.#released = true;
+    if (this.#owner.releaseTraces) {
+      this.#releaseSite = {};
+      Error.captureStackTrace(this.#releaseSite, this.release);
+    }
+    this.#owner.checkin(this.#connection, error);
+  }
+
+  #releaseStack(): string | undefined {
+    return this.#releaseSite?.stack?.replace(/^Error\n/, '');
+  }
+
+  #runQuery(target: pg.Client, args: unknown[]): unknown {
+    const first = args[0] as { submit?: unknown } | null | undefined;
+    const last = args[args.length - 1];
+    if (this.#released) {
+      const error = new ClientReleasedError('query', this.#releaseStack());
+      if (typeof first?.submit === 'function') throw error;
+      if (typeof last === 'function') {
+        process.nextTick(last as AnyFunction, error);
+        return undefined;
+      }
+      return Promise.reject(error);
+    }
+    const query = target.query as unknown as AnyFunction;
+    // Submittables (cursors, streams) report errors through their own events.
+    if (typeof first?.submit === 'function') return Reflect.apply(query, target, args);
+    if (typeof last === 'function') {
+      args[args.length - 1] = (error: unknown, result: unknown) =>
+        (last as AnyFunction)(error ? this.#owner.translate(error, this.#connection) : error, result);
+      return Reflect.apply(query, target, args);
+    }
+    return (Reflect.apply(query, target, args) as Promise<unknown>).catch((error: unknown) => {
+      throw this.#owner.translate(error, this.#connection);
+    });
+  }
+}

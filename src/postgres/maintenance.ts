@@ -1,0 +1,69 @@
+import type { ResolvedConfig } from '../config.js';
+import { now, type ResourcePool } from '../core/resource-pool.js';
+import type { EvictionReason } from '../stats.js';
+import type { PgConnection } from './connection.js';
+
+/** What the maintenance loop works on. */
+export interface MaintainedPool {
+  readonly core: ResourcePool<PgConnection>;
+  validate(connection: PgConnection): Promise<boolean>;
+  evict(connection: PgConnection, reason: EvictionReason, error: unknown): void;
+}
+
+const MIN_TICK_MILLIS = 25;
+const MAX_TICK_MILLIS = 1000;
+
+/**
+ * All of the pool's background work in one unref'd timer: retiring old and idle connections,
+ * pinging idle ones so dead ones are found before a checkout needs them, and keeping `min` open.
+ */
+export class Maintenance {
+  readonly #pool: MaintainedPool;
+  readonly #config: ResolvedConfig;
+  readonly #tickMillis: number;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #stopped = false;
+
+  constructor(pool: MaintainedPool, config: ResolvedConfig) {
+    this.#pool = pool;
+    this.#config = config;
+    // A quarter of the shortest deadline keeps each one late by at most a quarter.
+    const deadlines = [config.idleTimeoutMillis, config.keepaliveIntervalMillis, config.maxLifetimeMillis].filter((d) => d > 0);
+    this.#tickMillis = Math.min(MAX_TICK_MILLIS, Math.max(MIN_TICK_MILLIS, Math.min(...deadlines, Infinity) / 4));
+  }
+
+  start(): void {
+    if (this.#stopped || this.#timer !== undefined) return;
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      this.#tick();
+      this.start();
+    }, this.#tickMillis);
+    this.#timer.unref();
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+  }
+
+  #tick(): void {
+    const { core } = this.#pool;
+    const { idleTimeoutMillis, min } = this.#config;
+    const t = now();
+    for (const connection of [...core.idle()]) {
+      if (t >= connection.retireAt) {
+        this.#pool.evict(connection, 'lifetime', undefined);
+      } else if (idleTimeoutMillis > 0 && core.size > min && t - connection.idleSince >= idleTimeoutMillis) {
+        this.#pool.evict(connection, 'idle-timeout', undefined);
+      } else if (connection.keepaliveMillis > 0 && t - Math.max(connection.idleSince, connection.checkedAt) >= connection.keepaliveMillis) {
+        core.beginCheck(connection);
+        void this.#pool.validate(connection).then((alive) => {
+          if (alive) core.release(connection);
+        });
+      }
+    }
+    core.warm();
+  }
+}

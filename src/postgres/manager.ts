@@ -1,0 +1,275 @@
+import type pg from 'pg';
+import type { ResolvedConfig } from '../config.js';
+import { ResourcePool, now, type ResourceHooks, type ResourceState } from '../core/resource-pool.js';
+import { ConnectFailedError, ConnectionLostError } from '../errors.js';
+import { StatsRecorder, type EvictionReason, type PoolStats } from '../stats.js';
+import { isConnectionError, isPermanentConnectError, isServerWideFailure } from './classify.js';
+import { PgConnection, type ConnectionOwner } from './connection.js';
+import { hasQueryInFlight, setSocketRef } from './internals.js';
+import type { LeaseOwner } from './lease.js';
+import { Maintenance } from './maintenance.js';
+
+/** Where the manager reports pool events (the Pool itself). */
+export interface PoolEvents {
+  emit(event: string | symbol, ...args: unknown[]): boolean;
+  listenerCount(event: string | symbol): number;
+}
+
+/** Details of the `evict` event. */
+export interface EvictionEvent {
+  readonly client: pg.Client;
+  readonly reason: EvictionReason;
+  /** The failure behind it, for `died`, `failed-check` and `released-with-error`. */
+  readonly error: unknown;
+}
+
+// Opening backs off from this step up to this ceiling while the server refuses.
+const RETRY_BASE_MILLIS = 25;
+const RETRY_CAP_MILLIS = 1000;
+
+/**
+ * PostgreSQL policy over the generic pool: which connections may be handed out (validation,
+ * generations, lifetimes), what happens to one given back (rollback, destroy), and how deaths are
+ * reported. Everything here runs on records the pool owns; pg's client objects are not touched.
+ */
+export class ConnectionManager implements ResourceHooks<PgConnection>, ConnectionOwner, LeaseOwner {
+  readonly core: ResourcePool<PgConnection>;
+  readonly stats = new StatsRecorder();
+  readonly #config: ResolvedConfig;
+  readonly #events: PoolEvents;
+  readonly #maintenance: Maintenance;
+  readonly #closing = new Set<Promise<void>>();
+  /** Bumped by a server-wide failure: connections of older generations are checked before use. */
+  #generation = 0;
+
+  constructor(config: ResolvedConfig, events: PoolEvents) {
+    this.#config = config;
+    this.#events = events;
+    this.core = new ResourcePool<PgConnection>(this, {
+      max: config.max,
+      min: config.min,
+      retryBaseMillis: RETRY_BASE_MILLIS,
+      retryCapMillis: RETRY_CAP_MILLIS,
+    });
+    this.#maintenance = new Maintenance(this, config);
+    this.#maintenance.start();
+    if (config.min > 0) this.core.warm();
+  }
+
+  get releaseTraces(): boolean {
+    return this.#config.releaseTraces;
+  }
+
+  get generation(): number {
+    return this.#generation;
+  }
+
+  // ---- checkout ----
+
+  /** A connection ready to use right now without any I/O, if the idle stack has one. */
+  tryCheckout(): PgConnection | undefined {
+    const idle = this.core.idle();
+    const top = idle[idle.length - 1];
+    if (top === undefined || this.#needsCheck(top)) return undefined;
+    this.core.takeIdle();
+    return this.#leased(top);
+  }
+
+  /** Waits for a connection, validating suspect ones, until `deadline` or `signal`. */
+  async checkout(deadline: number, signal?: AbortSignal): Promise<PgConnection> {
+    for (;;) {
+      const connection = await this.core.acquire(deadline, signal);
+      if (now() >= connection.retireAt) {
+        this.evict(connection, 'lifetime', undefined);
+        continue;
+      }
+      if (this.#needsCheck(connection) && !(await this.validate(connection, deadline))) continue;
+      return this.#leased(connection);
+    }
+  }
+
+  /** Probes a connection; a dead one is evicted. Used at checkout and by keepalive. */
+  async validate(connection: PgConnection, deadline = Infinity): Promise<boolean> {
+    this.stats.validations++;
+    const generation = this.#generation;
+    const timeout = Math.max(1, Math.min(this.#config.validationTimeoutMillis, deadline - now()));
+    if (await connection.ping(timeout)) {
+      connection.generation = generation;
+      return true;
+    }
+    this.stats.failedValidations++;
+    this.evict(connection, 'failed-check', connection.failure);
+    return false;
+  }
+
+  #needsCheck(connection: PgConnection): boolean {
+    if (connection.generation < this.#generation) return true;
+    const lastSeen = Math.max(connection.idleSince, connection.checkedAt);
+    return now() - lastSeen > this.#config.validationWindowMillis || now() >= connection.retireAt;
+  }
+
+  #leased(connection: PgConnection): PgConnection {
+    connection.idleBeforeCheckout = now() - connection.idleSince;
+    this.stats.acquired++;
+    this.#events.emit('acquire', connection.client);
+    return connection;
+  }
+
+  // ---- checkin ----
+
+  /** Takes a connection back from its user. A truthy `error` destroys it, as in pg.Pool. */
+  checkin(connection: PgConnection, error: unknown): void {
+    connection.uses++;
+    this.#events.emit('release', error, connection.client);
+    if (connection.state !== 'leased') return this.evict(connection, 'died', connection.failure);
+    if (error) return this.evict(connection, 'released-with-error', error);
+    if (this.core.closed) return this.evict(connection, 'pool-ended', undefined);
+    if (connection.uses >= this.#config.maxUses) return this.evict(connection, 'max-uses', undefined);
+    if (now() >= connection.retireAt) return this.evict(connection, 'lifetime', undefined);
+    // A query still running would run into the next user's work.
+    if (hasQueryInFlight(connection.client)) return this.evict(connection, 'query-in-flight', undefined);
+    connection.idleSince = now();
+    connection.checkedAt = connection.idleSince;
+    if (connection.transactionStatus() !== 'I') return this.#rollBack(connection);
+    this.core.release(connection);
+  }
+
+  // The next user must get a clean session, so an open transaction is rolled back first.
+  #rollBack(connection: PgConnection): void {
+    this.core.hold(connection);
+    const timer = setTimeout(() => connection.destroy(), this.#config.validationTimeoutMillis);
+    connection.client.query('ROLLBACK').then(
+      () => {
+        clearTimeout(timer);
+        if (connection.state === 'checking' && connection.transactionStatus() === 'I') this.core.release(connection);
+        else this.evict(connection, 'dirty-session', connection.failure);
+      },
+      (error: unknown) => {
+        clearTimeout(timer);
+        this.evict(connection, 'dirty-session', error);
+      },
+    );
+  }
+
+  // ---- failures ----
+
+  /** Replaces a connection-level failure with {@link ConnectionLostError}; other errors pass through. */
+  translate(error: unknown, connection: PgConnection): unknown {
+    if (error instanceof ConnectionLostError || !(isConnectionError(error) || connection.failure !== undefined)) return error;
+    this.#noteFailure(error);
+    return new ConnectionLostError(error, connection.facts());
+  }
+
+  died(connection: PgConnection, error: Error): void {
+    const inBackground = connection.state === 'idle' || connection.state === 'checking';
+    this.#noteFailure(error);
+    if (connection.state === 'idle') this.evict(connection, 'died', error);
+    else this.core.markBroken(connection);
+    // pg.Pool re-emits idle deaths as 'error', which crashes apps that do not listen.
+    // The event is kept for those that do; the eviction itself is always reported.
+    if (inBackground && this.#events.listenerCount('error') > 0) this.#events.emit('error', error, connection.client);
+  }
+
+  #noteFailure(error: unknown): void {
+    if (!isServerWideFailure(error)) return;
+    this.#generation++;
+    this.stats.invalidations++;
+  }
+
+  /** Closes a connection for `reason`, reporting it in stats and the `evict` event. */
+  evict(connection: PgConnection, reason: EvictionReason, error: unknown): void {
+    if (connection.state === 'closed') return;
+    this.stats.evicted(reason);
+    const event: EvictionEvent = { client: connection.client, reason, error };
+    this.#events.emit('evict', event);
+    this.core.destroy(connection);
+  }
+
+  // ---- ResourceHooks ----
+
+  make(): PgConnection {
+    return new PgConnection(this.#config, this, this.#generation);
+  }
+
+  async open(connection: PgConnection): Promise<void> {
+    try {
+      await connection.open(this.#config);
+    } catch (error) {
+      this.stats.connectErrors++;
+      throw error;
+    }
+    this.stats.connects++;
+    this.#events.emit('connect', connection.client);
+  }
+
+  close(connection: PgConnection): void {
+    const closing = connection.close();
+    this.#closing.add(closing);
+    void closing.then(() => this.#closing.delete(closing));
+  }
+
+  closed(connection: PgConnection): void {
+    this.#events.emit('remove', connection.client);
+  }
+
+  isFatalOpenError(error: unknown): boolean {
+    return isPermanentConnectError(error) || !isConnectionError(error);
+  }
+
+  fatalOpenError(error: unknown): Error {
+    return new ConnectFailedError(
+      error,
+      isPermanentConnectError(error)
+        ? 'Retrying will not help: check the user, password, database name and TLS settings.'
+        : 'The onConnect or verify hook, or the connection settings, rejected the connection.',
+    );
+  }
+
+  transitioned(connection: PgConnection, from: ResourceState): void {
+    if (!this.#config.allowExitOnIdle) return;
+    // Idle sockets must not keep the process alive; busy ones must.
+    if (connection.state === 'idle') setSocketRef(connection.client, false);
+    else if (from === 'idle') setSocketRef(connection.client, true);
+  }
+
+  // ---- sizes and shutdown ----
+
+  /** Connections past their lifetime that are still checked out (pg.Pool's expiredCount). */
+  expiredCount(): number {
+    const t = now();
+    let count = 0;
+    for (const connection of this.core.resources()) if (connection.state !== 'opening' && t >= connection.retireAt) count++;
+    return count;
+  }
+
+  snapshot(): PoolStats {
+    const { total, idle, waiting, opening, max } = this.core.counts();
+    return this.stats.snapshot({ total, idle, active: total - idle - opening, waiting, max, min: this.#config.min });
+  }
+
+  /**
+   * Stops checkouts and maintenance, waits up to `shutdownTimeoutMillis` for checked-out clients,
+   * then cuts whatever is left, and resolves once every socket is closed.
+   */
+  async end(): Promise<void> {
+    this.#maintenance.stop();
+    const closed = this.core.close();
+    for (const connection of [...this.core.resources()]) {
+      if (connection.state === 'opening') {
+        connection.destroy();
+        this.evict(connection, 'pool-ended', undefined);
+      }
+    }
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const deadline = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, this.#config.shutdownTimeoutMillis);
+    });
+    await Promise.race([closed, deadline]);
+    clearTimeout(timer);
+    for (const connection of [...this.core.resources()]) {
+      connection.destroy();
+      this.evict(connection, 'shutdown-timeout', undefined);
+    }
+    await Promise.all(this.#closing);
+  }
+}
