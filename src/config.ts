@@ -15,7 +15,7 @@ export interface PoolOptions extends Omit<pg.PoolConfig, 'Client' | 'onConnect'>
   /** Client class to open connections with. Default: the app's own `pg.Client`. */
   Client?: ClientConstructor | undefined;
   /** Runs on every new connection before its first use; a rejection discards it. */
-  onConnect?: ((client: pg.PoolClient) => void | Promise<void>) | undefined;
+  onConnect?: ((client: pg.ClientBase) => void | Promise<void>) | undefined;
   /**
    * A connection idle longer than this is checked with an empty query at checkout. Inside the
    * window it is handed out without a round trip. 0 checks every checkout. Default 1000.
@@ -38,8 +38,32 @@ export interface PoolOptions extends Omit<pg.PoolConfig, 'Client' | 'onConnect'>
   maxLifetimeJitter?: number | undefined;
   /** How long `end()` waits for checked-out clients before closing them anyway. Default 10000. */
   shutdownTimeoutMillis?: number | undefined;
-  /** Record where each client was released, for {@link ClientReleasedError}. Default true. */
-  releaseTraces?: boolean | undefined;
+  /**
+   * Record where each client was released, for {@link ClientReleasedError}. A stack capture costs
+   * about as much as a whole checkout, so the default `'auto'` records nothing until the pool first
+   * sees a client used after release (or released twice), then records from then on.
+   */
+  releaseTraces?: boolean | 'auto' | undefined;
+}
+
+/** `pool.options`: what the pool was given, with every default filled in. */
+export interface ResolvedPoolOptions extends PoolOptions {
+  readonly max: number;
+  readonly min: number;
+  readonly idleTimeoutMillis: number;
+  readonly connectionTimeoutMillis: number;
+  readonly connectAttemptTimeoutMillis: number;
+  readonly maxUses: number;
+  readonly maxLifetimeSeconds: number;
+  readonly maxLifetimeJitter: number;
+  readonly allowExitOnIdle: boolean;
+  readonly keepAlive: boolean;
+  readonly keepAliveInitialDelayMillis: number;
+  readonly validationWindowMillis: number;
+  readonly validationTimeoutMillis: number;
+  readonly keepaliveIntervalMillis: number;
+  readonly shutdownTimeoutMillis: number;
+  readonly releaseTraces: boolean | 'auto';
 }
 
 /** The validated settings the pool runs on. Frozen. */
@@ -60,14 +84,14 @@ export interface ResolvedConfig {
   readonly validationTimeoutMillis: number;
   readonly keepaliveIntervalMillis: number;
   readonly shutdownTimeoutMillis: number;
-  readonly releaseTraces: boolean;
+  readonly releaseTraces: boolean | 'auto';
   readonly Client: ClientConstructor | undefined;
   readonly onConnect: PoolOptions['onConnect'];
   readonly verify: pg.PoolConfig['verify'];
   readonly log: ((...messages: unknown[]) => void) | undefined;
   readonly Promise: PromiseConstructorLike | undefined;
   /** What each new client is constructed with: the user's options plus pool-level defaults. */
-  readonly clientOptions: Readonly<PoolOptions>;
+  readonly clientOptions: Readonly<ResolvedPoolOptions>;
 }
 
 const MAX_TIMER = 2_147_483_647;
@@ -75,13 +99,10 @@ const DEFAULT_CONNECTION_TIMEOUT = 30_000;
 const DEFAULT_KEEPALIVE_INITIAL_DELAY = 30_000;
 
 /**
- * Validates `options` and returns the pool's settings plus the object exposed as `pool.options`
- * (pg's option names with defaults filled in). Both are frozen.
+ * Validates `options` once and returns the pool's frozen settings; `clientOptions` (pg's option
+ * names with every default filled in) is what `pool.options` shows and what clients are built from.
  */
-export function resolveConfig(options: PoolOptions | undefined): {
-  config: ResolvedConfig;
-  exposed: Readonly<PoolOptions>;
-} {
+export function resolveConfig(options: PoolOptions | undefined): ResolvedConfig {
   if (options !== undefined && (typeof options !== 'object' || options === null)) {
     throw new ConfigError('options', 'an object', options);
   }
@@ -100,31 +121,34 @@ export function resolveConfig(options: PoolOptions | undefined): {
   const keepAlive = bool('keepAlive', o.keepAlive, true);
   const keepAliveInitialDelayMillis = int('keepAliveInitialDelayMillis', o.keepAliveInitialDelayMillis, keepAlive ? DEFAULT_KEEPALIVE_INITIAL_DELAY : 0, 0, MAX_TIMER);
 
-  const config: ResolvedConfig = Object.freeze({
+  const resolved = {
     max,
     min,
     idleTimeoutMillis,
     connectionTimeoutMillis,
     connectAttemptTimeoutMillis,
     maxUses,
-    maxLifetimeMillis: maxLifetimeSeconds * 1000,
+    maxLifetimeSeconds,
     maxLifetimeJitter: num('maxLifetimeJitter', o.maxLifetimeJitter, 0.05, 0, 0.5),
     allowExitOnIdle: bool('allowExitOnIdle', o.allowExitOnIdle, false),
+    keepAlive,
+    keepAliveInitialDelayMillis,
     validationWindowMillis: int('validationWindowMillis', o.validationWindowMillis, 1000, 0, MAX_TIMER),
     validationTimeoutMillis: int('validationTimeoutMillis', o.validationTimeoutMillis, 3000, 1, MAX_TIMER),
     keepaliveIntervalMillis: int('keepaliveIntervalMillis', o.keepaliveIntervalMillis, 60_000, 0, MAX_TIMER),
     shutdownTimeoutMillis: int('shutdownTimeoutMillis', o.shutdownTimeoutMillis, 10_000, 0, MAX_TIMER),
-    releaseTraces: bool('releaseTraces', o.releaseTraces, true),
+    releaseTraces: o.releaseTraces === 'auto' ? ('auto' as const) : bool('releaseTraces', o.releaseTraces, 'auto'),
+  };
+  return Object.freeze({
+    ...resolved,
+    maxLifetimeMillis: maxLifetimeSeconds * 1000,
     Client: fn('Client', o.Client),
     onConnect: fn('onConnect', o.onConnect),
     verify: fn('verify', o.verify),
     log: fn('log', o.log),
     Promise: fn('Promise', o.Promise),
-    clientOptions: Object.freeze(
-      hideSecrets({ ...o, max, min, idleTimeoutMillis, connectionTimeoutMillis, maxUses, maxLifetimeSeconds, keepAlive, keepAliveInitialDelayMillis }),
-    ),
+    clientOptions: Object.freeze(hideSecrets({ ...o, ...resolved })),
   });
-  return { config, exposed: config.clientOptions };
 }
 
 // Like pg.Pool: the password stays usable but does not show up when the options are logged.
@@ -151,9 +175,9 @@ function num(option: string, value: unknown, fallback: number, lo: number, hi: n
   return value;
 }
 
-function bool(option: string, value: unknown, fallback: boolean): boolean {
+function bool<F extends boolean | 'auto'>(option: string, value: unknown, fallback: F): boolean | F {
   if (value === undefined) return fallback;
-  if (typeof value !== 'boolean') throw new ConfigError(option, 'true or false', value);
+  if (typeof value !== 'boolean') throw new ConfigError(option, fallback === 'auto' ? "true, false or 'auto'" : 'true or false', value);
   return value;
 }
 

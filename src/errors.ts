@@ -148,6 +148,10 @@ export class ConnectionLostError extends LifelineError implements ConnectionFact
   }
 }
 
+const TRACE_HINT =
+  ' Where it was released was not recorded: with releaseTraces left at its default, the pool starts ' +
+  'recording release sites after this first misuse, so the next one will say; or set releaseTraces: true.';
+
 /**
  * A client was used after it went back to the pool: it may belong to other work by now.
  * `releasedAt` is the stack of the `release()` call, when release traces are on.
@@ -161,7 +165,7 @@ export class ClientReleasedError extends LifelineError {
       `Cannot call ${operation}() on a client that was already released to the pool. ` +
         `Keep every use of a client between pool.connect() and its release() ` +
         `(pool.withClient does this for you), and do not share one client across concurrent work.` +
-        (releasedAt === undefined ? '' : `\nReleased at:\n${releasedAt}`),
+        (releasedAt === undefined ? TRACE_HINT : `\nReleased at:\n${releasedAt}`),
     );
     this.releasedAt = releasedAt;
   }
@@ -176,7 +180,7 @@ export class DoubleReleaseError extends LifelineError {
     super(
       'Release called on client which has already been released to the pool. ' +
         'Call release() exactly once per connect().' +
-        (releasedAt === undefined ? '' : `\nFirst released at:\n${releasedAt}`),
+        (releasedAt === undefined ? TRACE_HINT : `\nFirst released at:\n${releasedAt}`),
     );
     this.releasedAt = releasedAt;
   }

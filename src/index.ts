@@ -3,7 +3,7 @@
  * process when one dies, and explains every failure.
  */
 export { Pool, type AcquireOptions } from './pool.js';
-export type { PoolOptions, ClientConstructor } from './config.js';
+export type { PoolOptions, ResolvedPoolOptions, ClientConstructor } from './config.js';
 export type { IsolationLevel, TransactionOptions } from './postgres/transaction.js';
 export type { EvictionEvent } from './postgres/manager.js';
 export type { EvictionReason, PoolStats } from './stats.js';

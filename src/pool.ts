@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import pg from 'pg';
-import { resolveConfig, type ClientConstructor, type PoolOptions, type ResolvedConfig } from './config.js';
+import { resolveConfig, type ClientConstructor, type PoolOptions, type ResolvedConfig, type ResolvedPoolOptions } from './config.js';
 import { now } from './core/resource-pool.js';
 import { PoolEndedError } from './errors.js';
 import { isConnectionError } from './postgres/classify.js';
@@ -31,7 +31,7 @@ const noop = (): void => undefined;
  */
 export class Pool extends PgPool {
   /** The options in force, with defaults filled in. Frozen. */
-  readonly options: Readonly<PoolOptions>;
+  readonly options: Readonly<ResolvedPoolOptions>;
   /** The client class connections are opened with. */
   readonly Client: ClientConstructor;
   /** True once `end()` has been called. */
@@ -42,10 +42,10 @@ export class Pool extends PgPool {
   readonly #manager: ConnectionManager;
 
   constructor(options?: PoolOptions) {
-    const { config, exposed } = resolveConfig(options);
+    const config = resolveConfig(options);
     super();
     this.#config = config;
-    this.options = exposed;
+    this.options = config.clientOptions;
     this.Client = config.Client ?? pg.Client;
     this.#manager = new ConnectionManager(config, this);
   }

@@ -60,7 +60,7 @@ export class PgConnection extends PooledResource {
   async open(config: ResolvedConfig): Promise<void> {
     try {
       await this.client.connect();
-      if (config.onConnect !== undefined) await config.onConnect(this.client as pg.PoolClient);
+      if (config.onConnect !== undefined) await config.onConnect(this.client);
       const verify = config.verify;
       if (verify !== undefined) {
         await new Promise<void>((resolve, reject) => verify(this.client as pg.PoolClient, (err) => (err ? reject(err) : resolve())));

@@ -4,7 +4,10 @@ import type { PgConnection } from './connection.js';
 
 /** What a lease needs from the pool. */
 export interface LeaseOwner {
+  /** Whether to record release sites now. */
   readonly releaseTraces: boolean;
+  /** A handle was misused (used after release, or released twice). */
+  misused(): void;
   /** Takes the connection back; `error` (truthy) asks for it to be destroyed. */
   checkin(connection: PgConnection, error: unknown): void;
   /** Replaces a connection-level failure with a typed error; returns other errors unchanged. */
@@ -56,7 +59,7 @@ export class Lease implements ProxyHandler<pg.Client> {
       case 'end':
         if (this.#released) {
           return () => {
-            throw new ClientReleasedError(property, this.#releaseStack());
+            throw this.#misuse(new ClientReleasedError(property, this.#releaseStack()));
           };
         }
         break;
@@ -71,13 +74,18 @@ export class Lease implements ProxyHandler<pg.Client> {
 
   /** Gives the connection back. A second call throws {@link DoubleReleaseError}. */
   release(error?: unknown): void {
-    if (this.#released) throw new DoubleReleaseError(this.#releaseStack());
+    if (this.#released) throw this.#misuse(new DoubleReleaseError(this.#releaseStack()));
     this.#released = true;
     if (this.#owner.releaseTraces) {
       this.#releaseSite = {};
       Error.captureStackTrace(this.#releaseSite, this.release);
     }
     this.#owner.checkin(this.#connection, error);
+  }
+
+  #misuse<E extends Error>(error: E): E {
+    this.#owner.misused();
+    return error;
   }
 
   #releaseStack(): string | undefined {
@@ -88,7 +96,7 @@ export class Lease implements ProxyHandler<pg.Client> {
     const first = args[0] as { submit?: unknown } | null | undefined;
     const last = args[args.length - 1];
     if (this.#released) {
-      const error = new ClientReleasedError('query', this.#releaseStack());
+      const error = this.#misuse(new ClientReleasedError('query', this.#releaseStack()));
       if (typeof first?.submit === 'function') throw error;
       if (typeof last === 'function') {
         process.nextTick(last as AnyFunction, error);

@@ -41,10 +41,12 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
   readonly #closing = new Set<Promise<void>>();
   /** Bumped by a server-wide failure: connections of older generations are checked before use. */
   #generation = 0;
+  #releaseTraces: boolean;
 
   constructor(config: ResolvedConfig, events: PoolEvents) {
     this.#config = config;
     this.#events = events;
+    this.#releaseTraces = config.releaseTraces === true;
     this.core = new ResourcePool<PgConnection>(this, {
       max: config.max,
       min: config.min,
@@ -57,7 +59,12 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
   }
 
   get releaseTraces(): boolean {
-    return this.#config.releaseTraces;
+    return this.#releaseTraces;
+  }
+
+  misused(): void {
+    // A misuse usually repeats along the same code path; from now on, say where releases happen.
+    if (this.#config.releaseTraces === 'auto') this.#releaseTraces = true;
   }
 
   get generation(): number {
