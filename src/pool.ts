@@ -102,9 +102,9 @@ export class Pool extends PgPool {
   query<R extends pg.QueryResultRow = any, I = any[]>(queryText: string, values: pg.QueryConfigValues<I>, callback: (err: Error, result: pg.QueryResult<R>) => void): void;
   query(text: unknown, values?: unknown, callback?: unknown): unknown {
     if (typeof text === 'function') {
-      const error = new TypeError('Passing a function as the first parameter to pool.query is not supported');
-      setImmediate(text as QueryCallback, error);
-      return this.#promise(Promise.reject(error));
+      // As pg.Pool: the error goes to the callback only, so callback-style code sees no stray rejection.
+      setImmediate(text as QueryCallback, new TypeError('Passing a function as the first parameter to pool.query is not supported'));
+      return undefined;
     }
     if (typeof values === 'function') {
       callback = values;
@@ -190,7 +190,7 @@ export class Pool extends PgPool {
     return result;
   }
 
-  // pg.Pool leaks the client here; pg-lifeline releases it once the submittable is done with it.
+  // The client goes back once the submittable is done with it (older pg.Pool releases leaked it).
   #submit<T extends Submittable>(submittable: T): T {
     this.#lease(undefined).then(
       (lease) => {
