@@ -1,9 +1,10 @@
 import { defineConfig } from 'tsup';
 
-// One entry, two formats: ESM for `import`, CommonJS for `require`, each with its own declarations.
+// One CommonJS build with its declarations; scripts/esm-entry.mjs then writes the ESM entry as a
+// re-export of it, so `import` and `require` in one process share every class (`instanceof` holds).
 export default defineConfig({
   entry: ['src/index.ts'],
-  format: ['esm', 'cjs'],
+  format: ['cjs'],
   dts: true,
   clean: true,
   sourcemap: true,

@@ -102,15 +102,15 @@ const DEFAULT_KEEPALIVE_INITIAL_DELAY = 30_000;
  * Validates `options` once and returns the pool's frozen settings; `clientOptions` (pg's option
  * names with every default filled in) is what `pool.options` shows and what clients are built from.
  */
-export function resolveConfig(options: PoolOptions | undefined): ResolvedConfig {
-  if (options !== undefined && (typeof options !== 'object' || options === null)) {
+export function resolveConfig(options: PoolOptions | null | undefined): ResolvedConfig {
+  if (options !== undefined && options !== null && typeof options !== 'object') {
     throw new ConfigError('options', 'an object', options);
   }
   const o: PoolOptions = options ?? {};
   if (o.max !== undefined && o.poolSize !== undefined && o.max !== o.poolSize) {
     throw new ConfigError('poolSize', 'to equal max when both are given (poolSize is an old name for max)', o.poolSize);
   }
-  const max = int('max', o.max ?? o.poolSize, 10, 1, 100_000);
+  const max = int(o.max === undefined && o.poolSize !== undefined ? 'poolSize' : 'max', o.max ?? o.poolSize, 10, 1, 100_000);
   const min = int('min', o.min, 0, 0, max);
   const idleTimeoutMillis = o.idleTimeoutMillis === null ? 0 : int('idleTimeoutMillis', o.idleTimeoutMillis, 10_000, 0, MAX_TIMER);
   const connectionTimeoutMillis = int('connectionTimeoutMillis', o.connectionTimeoutMillis, DEFAULT_CONNECTION_TIMEOUT, 0, MAX_TIMER);

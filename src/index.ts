@@ -2,7 +2,7 @@
  * pg-lifeline: a drop-in `pg.Pool` that never hands out a dead connection, never crashes the
  * process when one dies, and explains every failure.
  */
-export { Pool, type AcquireOptions } from './pool.js';
+export { Pool, type AcquireOptions, type LeasedClient } from './pool.js';
 export type { PoolOptions, ResolvedPoolOptions, ClientConstructor } from './config.js';
 export type { IsolationLevel, TransactionOptions } from './postgres/transaction.js';
 export type { EvictionEvent } from './postgres/manager.js';

@@ -2,12 +2,15 @@ import { EventEmitter } from 'node:events';
 import pg from 'pg';
 import { resolveConfig, type ClientConstructor, type PoolOptions, type ResolvedConfig, type ResolvedPoolOptions } from './config.js';
 import { now } from './core/resource-pool.js';
-import { PoolEndedError } from './errors.js';
+import { AbortedError, PoolEndedError } from './errors.js';
 import { isConnectionError } from './postgres/classify.js';
 import { Lease } from './postgres/lease.js';
 import { ConnectionManager } from './postgres/manager.js';
 import { beginStatement, runTransaction, type TransactionOptions } from './postgres/transaction.js';
 import type { PoolStats } from './stats.js';
+
+/** The client `connect()` hands out: a pg client that `await using` releases at the end of its block. */
+export type LeasedClient = pg.PoolClient & AsyncDisposable;
 
 /** Options of methods that wait for a connection. */
 export interface AcquireOptions {
@@ -15,7 +18,7 @@ export interface AcquireOptions {
   readonly signal?: AbortSignal | undefined;
 }
 
-type ConnectCallback = (err: Error | undefined, client: pg.PoolClient | undefined, done: (release?: Error | boolean) => void) => void;
+type ConnectCallback = (err: Error | undefined, client: LeasedClient | undefined, done: (release?: Error | boolean) => void) => void;
 type QueryCallback = (err: Error | undefined, result?: pg.QueryResult) => void;
 type Submittable = pg.Submittable & EventEmitter & { handleError?(error: unknown): void };
 
@@ -41,7 +44,7 @@ export class Pool extends PgPool {
   readonly #config: ResolvedConfig;
   readonly #manager: ConnectionManager;
 
-  constructor(options?: PoolOptions) {
+  constructor(options?: PoolOptions | null) {
     const config = resolveConfig(options);
     super();
     this.#config = config;
@@ -76,9 +79,9 @@ export class Pool extends PgPool {
    * Checks out a client; call `client.release()` exactly once when done (or use `await using`).
    * Rejects with `AcquireTimeoutError` after `connectionTimeoutMillis`.
    */
-  connect(options?: AcquireOptions): Promise<pg.PoolClient>;
+  connect(options?: AcquireOptions): Promise<LeasedClient>;
   connect(callback: ConnectCallback): void;
-  connect(arg?: AcquireOptions | ConnectCallback): Promise<pg.PoolClient> | void {
+  connect(arg?: AcquireOptions | ConnectCallback): Promise<LeasedClient> | void {
     if (typeof arg === 'function') {
       this.#lease(undefined).then(
         (lease) => arg(undefined, lease.client, lease.client.release),
@@ -121,7 +124,7 @@ export class Pool extends PgPool {
   }
 
   /** Runs `fn` with a checked-out client and always releases it, even if `fn` throws. */
-  async withClient<T>(fn: (client: pg.PoolClient) => Promise<T> | T, options?: AcquireOptions): Promise<T> {
+  async withClient<T>(fn: (client: LeasedClient) => Promise<T> | T, options?: AcquireOptions): Promise<T> {
     const lease = await this.#lease(options?.signal);
     let failure: unknown;
     try {
@@ -139,7 +142,7 @@ export class Pool extends PgPool {
    * Runs `fn` in a transaction: BEGIN, then COMMIT if it resolves or ROLLBACK if it throws; the
    * client is always released.
    */
-  transaction<T>(fn: (client: pg.PoolClient) => Promise<T> | T, options?: TransactionOptions): Promise<T> {
+  transaction<T>(fn: (client: LeasedClient) => Promise<T> | T, options?: TransactionOptions): Promise<T> {
     let begin: string;
     try {
       begin = beginStatement(options);
@@ -171,6 +174,7 @@ export class Pool extends PgPool {
 
   async #lease(signal: AbortSignal | undefined): Promise<Lease> {
     if (this.ending) throw new PoolEndedError();
+    if (signal?.aborted) throw new AbortedError('Waiting for a connection', signal.reason);
     const connection = this.#manager.tryCheckout() ?? (await this.#manager.checkout(this.#deadline(), signal));
     return new Lease(connection, this.#manager);
   }

@@ -126,9 +126,9 @@ export class ResourcePool<R extends PooledResource> {
    */
   acquire(deadline: number, signal?: AbortSignal): Promise<R> {
     if (this.#closed) return Promise.reject(new PoolEndedError());
+    if (signal?.aborted) return Promise.reject(new AbortedError('Waiting for a connection', signal.reason));
     const idle = this.takeIdle();
     if (idle !== undefined) return Promise.resolve(idle);
-    if (signal?.aborted) return Promise.reject(new AbortedError('Waiting for a connection', signal.reason));
     return new Promise<R>((resolve, reject) => {
       const waiter: Waiter<R> = { resolve, reject, settled: false, timer: undefined, signal, onAbort: undefined };
       const started = now();
@@ -200,16 +200,19 @@ export class ResourcePool<R extends PooledResource> {
   }
 
   /**
-   * Stops the pool: waiters fail with {@link PoolEndedError}, idle resources close, and leased ones
-   * close as they come back. Resolves once every resource is closed.
+   * Stops the pool: waiters fail with {@link PoolEndedError}, idle and opening resources go to
+   * `dispose` (which must end in {@link destroy}), and leased ones close as they come back.
+   * Resolves once every resource is closed.
    */
-  close(): Promise<void> {
+  close(dispose: (resource: R) => void = (resource) => this.destroy(resource)): Promise<void> {
     this.#closed = true;
     clearTimeout(this.#retryTimer);
     for (let waiter = this.#nextWaiter(); waiter !== undefined; waiter = this.#nextWaiter()) {
       waiter.reject(new PoolEndedError());
     }
-    for (const resource of [...this.#idle]) this.destroy(resource);
+    for (const resource of [...this.#all]) {
+      if (resource.state === 'idle' || resource.state === 'opening') dispose(resource);
+    }
     if (this.#all.size === 0) return Promise.resolve();
     return new Promise((resolve) => {
       this.#emptied = resolve;

@@ -24,7 +24,7 @@ type AnyFunction = (...args: unknown[]) => unknown;
  */
 export class Lease implements ProxyHandler<pg.Client> {
   /** The handle given to the app. */
-  readonly client: pg.PoolClient;
+  readonly client: pg.PoolClient & AsyncDisposable;
   readonly #connection: PgConnection;
   readonly #owner: LeaseOwner;
   #released = false;
@@ -37,7 +37,7 @@ export class Lease implements ProxyHandler<pg.Client> {
   constructor(connection: PgConnection, owner: LeaseOwner) {
     this.#connection = connection;
     this.#owner = owner;
-    this.client = new Proxy(connection.client, this) as pg.PoolClient;
+    this.client = new Proxy(connection.client, this) as pg.PoolClient & AsyncDisposable;
   }
 
   get released(): boolean {

@@ -260,13 +260,11 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
    */
   async end(): Promise<void> {
     this.#maintenance.stop();
-    const closed = this.core.close();
-    for (const connection of [...this.core.resources()]) {
-      if (connection.state === 'opening') {
-        connection.destroy();
-        this.evict(connection, 'pool-ended', undefined);
-      }
-    }
+    const closed = this.core.close((connection) => {
+      // Idle ones say goodbye properly; one still opening has nothing worth waiting for.
+      if (connection.state === 'opening') connection.destroy();
+      this.evict(connection, 'pool-ended', undefined);
+    });
     let timer: ReturnType<typeof setTimeout> | undefined;
     const deadline = new Promise<void>((resolve) => {
       timer = setTimeout(resolve, this.#config.shutdownTimeoutMillis);

@@ -36,7 +36,7 @@ export function beginStatement(options: TransactionOptions | undefined): string 
  * Runs `fn` between `begin` and COMMIT on `client`, rolling back if it throws. A COMMIT that the
  * server answers with ROLLBACK (the transaction had failed) throws instead of passing silently.
  */
-export async function runTransaction<T>(client: pg.PoolClient, begin: string, fn: (client: pg.PoolClient) => Promise<T> | T): Promise<T> {
+export async function runTransaction<C extends pg.PoolClient, T>(client: C, begin: string, fn: (client: C) => Promise<T> | T): Promise<T> {
   await client.query(begin);
   let result: T;
   try {
