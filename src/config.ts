@@ -50,10 +50,13 @@ export interface PoolOptions extends Omit<pg.PoolConfig, 'Client' | 'onConnect'>
 export interface ResolvedPoolOptions extends PoolOptions {
   readonly max: number;
   readonly min: number;
+  /** 0: idle connections are never closed for idleness. */
   readonly idleTimeoutMillis: number;
+  /** 0: wait forever (pg's meaning). */
   readonly connectionTimeoutMillis: number;
   readonly connectAttemptTimeoutMillis: number;
   readonly maxUses: number;
+  /** 0: connections never retire for age. */
   readonly maxLifetimeSeconds: number;
   readonly maxLifetimeJitter: number;
   readonly allowExitOnIdle: boolean;
@@ -66,25 +69,25 @@ export interface ResolvedPoolOptions extends PoolOptions {
   readonly releaseTraces: boolean | 'auto';
 }
 
+type PoolSetting =
+  | 'max'
+  | 'min'
+  | 'idleTimeoutMillis'
+  | 'connectionTimeoutMillis'
+  | 'connectAttemptTimeoutMillis'
+  | 'maxUses'
+  | 'maxLifetimeJitter'
+  | 'allowExitOnIdle'
+  | 'validationWindowMillis'
+  | 'validationTimeoutMillis'
+  | 'keepaliveIntervalMillis'
+  | 'shutdownTimeoutMillis'
+  | 'releaseTraces';
+
 /** The validated settings the pool runs on. Frozen. */
-export interface ResolvedConfig {
-  readonly max: number;
-  readonly min: number;
-  /** 0: idle connections are never closed for idleness. */
-  readonly idleTimeoutMillis: number;
-  /** 0: wait forever (pg's meaning). */
-  readonly connectionTimeoutMillis: number;
-  readonly connectAttemptTimeoutMillis: number;
-  readonly maxUses: number;
-  /** 0: connections never retire for age. */
+export interface ResolvedConfig extends Pick<ResolvedPoolOptions, PoolSetting> {
+  /** `maxLifetimeSeconds` in milliseconds; 0: never. */
   readonly maxLifetimeMillis: number;
-  readonly maxLifetimeJitter: number;
-  readonly allowExitOnIdle: boolean;
-  readonly validationWindowMillis: number;
-  readonly validationTimeoutMillis: number;
-  readonly keepaliveIntervalMillis: number;
-  readonly shutdownTimeoutMillis: number;
-  readonly releaseTraces: boolean | 'auto';
   readonly Client: ClientConstructor | undefined;
   readonly onConnect: PoolOptions['onConnect'];
   readonly verify: pg.PoolConfig['verify'];

@@ -145,6 +145,21 @@ function hasSs(): boolean {
   }
 }
 
+describe('log option', () => {
+  test("pg's `log` option hears connections open and close, without secrets", async () => {
+    const lines: string[] = [];
+    const { pool } = makePool({ max: 1, password: 'hunter2', log: (...parts: unknown[]) => lines.push(parts.map(String).join(' ')) });
+    try {
+      await pool.query('SELECT 1');
+    } finally {
+      await pool.end();
+    }
+    assert.ok(lines.some((l) => l.includes('opened a connection')), lines.join('\n'));
+    assert.ok(lines.some((l) => l.includes('closing a connection (pool-ended)')), lines.join('\n'));
+    assert.ok(!lines.some((l) => l.includes('hunter2')));
+  });
+});
+
 describe('maxUses and release hygiene', () => {
   test('maxUses retires a connection after that many checkouts', async () => {
     const { pool } = makePool({ max: 1, maxUses: 3 });

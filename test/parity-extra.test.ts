@@ -9,9 +9,8 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import pg from 'pg';
 import QueryStream from 'pg-query-stream';
-import { Pool, type PoolOptions } from '../src/index.js';
-import { PgCluster } from './harness/cluster.js';
 import { waitFor } from './harness/wait.js';
+import { backendPid, bounded, implementations, nextEvent, pid, useCluster, withPool, type Impl, type Options } from './parity-shared.js';
 
 // pg-cursor ships no types; a non-literal specifier keeps tsc from looking for them.
 interface CursorLike extends pg.Submittable {
@@ -20,62 +19,17 @@ interface CursorLike extends pg.Submittable {
 }
 const { default: Cursor } = (await import('pg-cursor' as string)) as { default: new (text: string) => CursorLike };
 
-type Impl = 'pg.Pool' | 'pg-lifeline';
-type Options = pg.PoolConfig & Record<string, unknown>;
-const implementations: { name: Impl; make: (o: Options) => pg.Pool }[] = [
-  { name: 'pg.Pool', make: (o) => new pg.Pool(o) },
-  { name: 'pg-lifeline', make: (o) => new Pool(o as PoolOptions) as unknown as pg.Pool },
-];
-
+const cluster = useCluster();
 const repoRoot = fileURLToPath(new URL('..', import.meta.url));
-let cluster: PgCluster;
 let scriptDir: string;
 let seq = 0;
 
 before(async () => {
-  cluster = await PgCluster.start();
   scriptDir = await mkdtemp(path.join(os.tmpdir(), 'pg-lifeline-parity-'));
 });
 after(async () => {
-  await cluster?.destroy();
   if (scriptDir) await rm(scriptDir, { recursive: true, force: true });
 });
-
-const pid = (client: unknown): number => (client as { processID: number }).processID;
-const nextEvent = (emitter: pg.Pool, event: string): Promise<unknown[]> =>
-  // Not events.once: it rejects when the pool emits 'error', which some tests provoke on purpose.
-  new Promise((resolve) => emitter.once(event, (...args: unknown[]) => resolve(args)));
-async function backendPid(pool: pg.Pool): Promise<number> {
-  return (await pool.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
-}
-
-/** Rejects instead of hanging if `promise` never settles (pg.Pool's end() waits forever for checked-out clients). */
-function bounded<T>(promise: Promise<T>, what: string, ms = 5_000): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const guard = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} did not settle within ${ms} ms`)), ms);
-    timer.unref();
-  });
-  return Promise.race([promise, guard]).finally(() => clearTimeout(timer));
-}
-
-/** Runs `body` with a fresh pool of its own application_name, and always ends the pool. */
-async function withPool(impl: (typeof implementations)[number], options: Options, body: (pool: pg.Pool, app: string) => Promise<void>) {
-  const app = `parity-${++seq}`;
-  const pool = impl.make({ ...cluster.clientConfig(), application_name: app, ...options });
-  let failed = false;
-  try {
-    await body(pool, app);
-  } catch (error) {
-    failed = true;
-    throw error;
-  } finally {
-    if (!pool.ending) {
-      const ended = bounded(pool.end(), 'pool.end()');
-      await (failed ? ended.catch(() => undefined) : ended);
-    }
-  }
-}
 
 /**
  * Runs `body` in a child node process with a pool of `impl` (an uncaught error there must not take
@@ -91,7 +45,7 @@ const options = JSON.parse(process.env.PARITY_OPTIONS!);
 const pool = process.env.PARITY_IMPL === 'pg.Pool' ? new pg.Pool(options) : new Pool(options);
 ${body}`,
   );
-  const env: NodeJS.ProcessEnv = { ...process.env, PARITY_IMPL: impl, PARITY_OPTIONS: JSON.stringify({ ...cluster.clientConfig(), ...options }) };
+  const env: NodeJS.ProcessEnv = { ...process.env, PARITY_IMPL: impl, PARITY_OPTIONS: JSON.stringify({ ...cluster().clientConfig(), ...options }) };
   delete env['NODE_TEST_CONTEXT'];
   const child = spawn(process.execPath, ['--import', 'tsx', file], { cwd: repoRoot, env, timeout: 20_000, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
@@ -170,7 +124,7 @@ for (const impl of implementations) {
         pool.on('error', (e: Error) => errors.push(e));
         const before = await backendPid(pool);
         const removed = nextEvent(pool, 'remove');
-        assert.equal(await cluster.terminateBackends(app), 1);
+        assert.equal(await cluster().terminateBackends(app), 1);
         assert.equal(pid((await removed)[0]), before);
         assert.equal(errors.length, 1);
         assert.equal((errors[0] as Error & { code?: string }).code, '57P01');
@@ -185,7 +139,7 @@ console.log('ready');
 await new Promise((resolve) => pool.once('remove', resolve));
 console.log('survived');
 await pool.end();`;
-      const child = await runChild(impl.name, { application_name: app }, body, () => cluster.terminateBackends(app));
+      const child = await runChild(impl.name, { application_name: app }, body, () => cluster().terminateBackends(app));
       assert.equal(child.ready, 1); // one backend killed
       if (isPg) {
         assert.notEqual(child.code, 0);
@@ -228,7 +182,7 @@ await pool.end();`;
           assert.equal(err.cause, hookError);
         }
         assert.equal(pool.totalCount, 0);
-        await waitFor('the session to close', async () => (await cluster.backendPids(app)).length === 0);
+        await waitFor('the session to close', async () => (await cluster().backendPids(app)).length === 0);
       });
     });
 

@@ -2,68 +2,19 @@
 // and pg-lifeline's Pool. Where pg-lifeline deliberately differs, the shared body asserts each
 // side's own behaviour and says so with a `// deliberate difference:` comment. More in
 // parity-extra.test.ts (submittables, dying backends, child processes, hooks, transactions).
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import pg from 'pg';
-import { Pool, type PoolOptions } from '../src/index.js';
-import { PgCluster } from './harness/cluster.js';
 import { waitFor } from './harness/wait.js';
+import { backendPid, bounded, implementations, nextEvent, pid, useCluster, withPool } from './parity-shared.js';
 
-type Impl = 'pg.Pool' | 'pg-lifeline';
-type Options = pg.PoolConfig & Record<string, unknown>;
-const implementations: { name: Impl; make: (o: Options) => pg.Pool }[] = [
-  { name: 'pg.Pool', make: (o) => new pg.Pool(o) },
-  { name: 'pg-lifeline', make: (o) => new Pool(o as PoolOptions) as unknown as pg.Pool },
-];
-
-let cluster: PgCluster;
-let seq = 0;
-before(async () => {
-  cluster = await PgCluster.start();
-});
-after(() => cluster?.destroy());
-
-const pid = (client: unknown): number => (client as { processID: number }).processID;
-const nextEvent = (emitter: pg.Pool, event: string): Promise<unknown[]> =>
-  // Not events.once: it rejects when the pool emits 'error', which some tests provoke on purpose.
-  new Promise((resolve) => emitter.once(event, (...args: unknown[]) => resolve(args)));
-async function backendPid(pool: pg.Pool): Promise<number> {
-  return (await pool.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
-}
-
-/** Rejects instead of hanging if `promise` never settles (pg.Pool's end() waits forever for checked-out clients). */
-function bounded<T>(promise: Promise<T>, what: string, ms = 5_000): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const guard = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} did not settle within ${ms} ms`)), ms);
-    timer.unref();
-  });
-  return Promise.race([promise, guard]).finally(() => clearTimeout(timer));
-}
-
-/** Runs `body` with a fresh pool of its own application_name, and always ends the pool. */
-async function withPool(impl: (typeof implementations)[number], options: Options, body: (pool: pg.Pool, app: string) => Promise<void>) {
-  const app = `parity-${++seq}`;
-  const pool = impl.make({ ...cluster.clientConfig(), application_name: app, ...options });
-  let failed = false;
-  try {
-    await body(pool, app);
-  } catch (error) {
-    failed = true;
-    throw error;
-  } finally {
-    if (!pool.ending) {
-      const ended = bounded(pool.end(), 'pool.end()');
-      await (failed ? ended.catch(() => undefined) : ended);
-    }
-  }
-}
+const cluster = useCluster();
 
 for (const impl of implementations) {
   const isPg = impl.name === 'pg.Pool';
   describe(impl.name, { timeout: 30_000 }, () => {
     test('is a pg.Pool and exposes its options', () => {
-      const pool = impl.make({ ...cluster.clientConfig(), max: 7 });
+      const pool = impl.make({ ...cluster().clientConfig(), max: 7 });
       assert.ok(pool instanceof pg.Pool);
       assert.equal(pool.options.max, 7);
       assert.equal(pool.options.idleTimeoutMillis, 10_000);
@@ -203,7 +154,7 @@ for (const impl of implementations) {
         const p = await backendPid(pool);
         assert.equal(pid((await removed)[0]), p);
         assert.deepEqual([pool.totalCount, pool.idleCount], [0, 0]);
-        await waitFor('the backend to go away', async () => (await cluster.backendPids(app)).length === 0);
+        await waitFor('the backend to go away', async () => (await cluster().backendPids(app)).length === 0);
       }));
 
     test('maxUses retires a client after that many checkouts', () =>
@@ -219,7 +170,7 @@ for (const impl of implementations) {
       }));
 
     test('end(): ending, ended, use after end, end twice, end(cb)', async () => {
-      const pool = impl.make({ ...cluster.clientConfig(), application_name: `parity-${++seq}` });
+      const pool = impl.make({ ...cluster().clientConfig(), application_name: `parity-own-${process.pid}-${Date.now()}` });
       const client = await pool.connect();
       let released = false;
       try {
@@ -238,7 +189,7 @@ for (const impl of implementations) {
       await assert.rejects(pool.connect(), /Cannot use a pool after calling end on the pool/);
       await assert.rejects(pool.query('SELECT 1'), /Cannot use a pool after calling end on the pool/);
       await assert.rejects(pool.end(), /more than once/);
-      const other = impl.make({ ...cluster.clientConfig(), application_name: `parity-${++seq}` });
+      const other = impl.make({ ...cluster().clientConfig(), application_name: `parity-own-${process.pid}-${Date.now()}` });
       await other.query('SELECT 1');
       const err = await new Promise((resolve) => (other.end as (cb: (err?: Error) => void) => void)(resolve));
       assert.equal(err, undefined);

@@ -99,14 +99,7 @@ console.log(JSON.stringify(process.getActiveResourcesInfo()));
 
   test('resolves while the network is blackholed', async () => {
     const faults = await freshProxy();
-    const pool = new Pool({
-      host: faults.host,
-      port: faults.port,
-      user: cluster.user,
-      database: cluster.database,
-      application_name: `shutdown-${++poolSeq}`,
-      max: 3,
-    });
+    const pool = newPool({ host: faults.host, port: faults.port, max: 3 });
     try {
       // Warm three connections: hold them all at once, then give them back.
       const clients = await Promise.all([pool.connect(), pool.connect(), pool.connect()]);
@@ -129,15 +122,7 @@ console.log(JSON.stringify(process.getActiveResourcesInfo()));
 
   test('resolves with queries and a connect stuck in the blackhole', async () => {
     const faults = await freshProxy();
-    const pool = new Pool({
-      host: faults.host,
-      port: faults.port,
-      user: cluster.user,
-      database: cluster.database,
-      application_name: `shutdown-${++poolSeq}`,
-      max: 3,
-      shutdownTimeoutMillis: 300,
-    });
+    const pool = newPool({ host: faults.host, port: faults.port, max: 3, shutdownTimeoutMillis: 300 });
     try {
       const [held, spare] = await Promise.all([pool.connect(), pool.connect()]);
       spare.release();
@@ -196,14 +181,7 @@ console.log(JSON.stringify(process.getActiveResourcesInfo()));
 
   test('rejects a waiter with PoolEndedError while the server refuses connections', async () => {
     const faults = await freshProxy();
-    const pool = new Pool({
-      host: faults.host,
-      port: faults.port,
-      user: cluster.user,
-      database: cluster.database,
-      application_name: `shutdown-${++poolSeq}`,
-      connectionTimeoutMillis: 10_000,
-    });
+    const pool = newPool({ host: faults.host, port: faults.port, connectionTimeoutMillis: 10_000 });
     try {
       await faults.refuse();
       const pending = pool.query('SELECT 1').then(() => undefined, (e: unknown) => e);

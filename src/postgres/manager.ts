@@ -187,6 +187,7 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
   evict(connection: PgConnection, reason: EvictionReason, error: unknown): void {
     if (connection.state === 'closed') return;
     this.stats.evicted(reason);
+    this.#config.log?.(`closing a connection (${reason})`, error ?? '');
     const event: EvictionEvent = { client: connection.client, reason, error };
     this.#events.emit('evict', event);
     this.core.destroy(connection);
@@ -203,9 +204,11 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
       await connection.open(this.#config);
     } catch (error) {
       this.stats.connectErrors++;
+      this.#config.log?.('could not open a connection', error);
       throw error;
     }
     this.stats.connects++;
+    this.#config.log?.('opened a connection');
     this.#events.emit('connect', connection.client);
   }
 
