@@ -117,6 +117,9 @@ describe('connections that die while checked out', () => {
       assert.equal(error.code, 'PGL_CONNECTION_LOST');
       assert.equal(error.sqlState, '57P01');
       assert.ok(error.ageMillis >= 0);
+      assert.equal(pool.stats().evictions.died, 1);
+      await waitFor('the socket to close', () => pool.stats().invalidations > 0);
+      assert.equal(pool.stats().invalidations, 1, 'one death, one invalidation');
       assert.equal((await pool.query('SELECT 1 AS ok')).rows[0].ok, 1);
     } finally {
       await pool.end();
@@ -153,6 +156,23 @@ describe('suspicion after a server-wide failure', () => {
       assert.equal(pool.stats().validations, 2, 'the two survivors were each probed once');
       assert.equal(await queryAll(pool, 3), 3);
       assert.equal(pool.stats().validations, 2, 'once validated, they are trusted again');
+    } finally {
+      await pool.end();
+    }
+  });
+
+  test('a failure seen first by a query also makes the others suspect', async () => {
+    const { pool, app } = makePool({ max: 3, validationWindowMillis: 600_000 });
+    try {
+      await warm(pool, 3);
+      const running = pool.query('SELECT pg_sleep(30)').then(() => assert.fail('the query should fail'), (e: unknown) => e);
+      await waitFor('the query to start', async () => (await cluster.query(`SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND state = 'active'`, [app])).length === 1);
+      const [victim] = (await cluster.query<{ pid: number }>(`SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND state = 'active'`, [app])).map((r) => r.pid);
+      await cluster.query('SELECT pg_terminate_backend($1)', [victim]);
+      assert.ok((await running) instanceof ConnectionLostError);
+      assert.equal(pool.stats().invalidations, 1);
+      assert.equal(await queryAll(pool, 2), 2);
+      assert.equal(pool.stats().validations, 2, 'both idle survivors were probed before reuse');
     } finally {
       await pool.end();
     }

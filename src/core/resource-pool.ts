@@ -94,10 +94,6 @@ export class ResourcePool<R extends PooledResource> {
   get closed(): boolean {
     return this.#closed;
   }
-  /** Consecutive failed opens; 0 once one succeeds. */
-  get openFailures(): number {
-    return this.#failures;
-  }
 
   counts(): PoolCounts {
     return { total: this.#all.size, idle: this.#idle.length, waiting: this.#waiters.length, opening: this.#opening, max: this.#settings.max };

@@ -35,6 +35,8 @@ export class PgConnection extends PooledResource {
   idleBeforeCheckout = 0;
   /** The first failure that killed it. */
   failure: Error | undefined;
+  /** Whether this connection's death has already made the server suspect (once per connection). */
+  failureNoted = false;
   readonly transactionStatus: () => TransactionStatus;
   readonly #owner: ConnectionOwner;
   readonly #bound = new Map<(...args: never[]) => unknown, unknown>();

@@ -67,10 +67,6 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
     if (this.#config.releaseTraces === 'auto') this.#releaseTraces = true;
   }
 
-  get generation(): number {
-    return this.#generation;
-  }
-
   // ---- checkout ----
 
   /** A connection ready to use right now without any I/O, if the idle stack has one. */
@@ -129,7 +125,7 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
     connection.uses++;
     this.#events.emit('release', error, connection.client);
     if (connection.state !== 'leased') return this.evict(connection, 'died', connection.failure);
-    if (error) return this.evict(connection, 'released-with-error', error);
+    if (error) return this.evict(connection, isConnectionError(error) ? 'died' : 'released-with-error', error);
     if (this.core.closed) return this.evict(connection, 'pool-ended', undefined);
     if (connection.uses >= this.#config.maxUses) return this.evict(connection, 'max-uses', undefined);
     if (now() >= connection.retireAt) return this.evict(connection, 'lifetime', undefined);
@@ -163,13 +159,15 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
   /** Replaces a connection-level failure with {@link ConnectionLostError}; other errors pass through. */
   translate(error: unknown, connection: PgConnection): unknown {
     if (error instanceof ConnectionLostError || !(isConnectionError(error) || connection.failure !== undefined)) return error;
-    this.#noteFailure(error);
+    // A query can see the failure before the socket reports it, and the connection may be
+    // closed by then, so the server-wide suspicion is raised from here too.
+    this.#noteFailure(connection, error);
     return new ConnectionLostError(error, connection.facts());
   }
 
   died(connection: PgConnection, error: Error): void {
     const inBackground = connection.state === 'idle' || connection.state === 'checking';
-    this.#noteFailure(error);
+    this.#noteFailure(connection, error);
     if (connection.state === 'idle') this.evict(connection, 'died', error);
     else this.core.markBroken(connection);
     // pg.Pool re-emits idle deaths as 'error', which crashes apps that do not listen.
@@ -177,8 +175,9 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
     if (inBackground && this.#events.listenerCount('error') > 0) this.#events.emit('error', error, connection.client);
   }
 
-  #noteFailure(error: unknown): void {
-    if (!isServerWideFailure(error)) return;
+  #noteFailure(connection: PgConnection, error: unknown): void {
+    if (connection.failureNoted || !isServerWideFailure(error)) return;
+    connection.failureNoted = true;
     this.#generation++;
     this.stats.invalidations++;
   }
