@@ -53,7 +53,8 @@ interface Waiter<R> {
   resolve(resource: R): void;
   reject(error: Error): void;
   settled: boolean;
-  timer: ReturnType<typeof setTimeout> | undefined;
+  readonly since: number;
+  readonly deadline: number;
   signal: AbortSignal | undefined;
   onAbort: (() => void) | undefined;
 }
@@ -73,6 +74,10 @@ export class ResourcePool<R extends PooledResource> {
   #failures = 0;
   #lastOpenError: unknown;
   #retryTimer: ReturnType<typeof setTimeout> | undefined;
+  // One timer for every waiter's deadline, armed for the earliest: arming one per waiter would
+  // cost a timer on every contended checkout.
+  #deadlineTimer: ReturnType<typeof setTimeout> | undefined;
+  #deadlineAt = Infinity;
   #closed = false;
   #emptied: (() => void) | undefined;
 
@@ -126,13 +131,8 @@ export class ResourcePool<R extends PooledResource> {
     const idle = this.takeIdle();
     if (idle !== undefined) return Promise.resolve(idle);
     return new Promise<R>((resolve, reject) => {
-      const waiter: Waiter<R> = { resolve, reject, settled: false, timer: undefined, signal, onAbort: undefined };
-      const started = now();
-      if (deadline !== Infinity) {
-        waiter.timer = setTimeout(() => {
-          this.#settle(waiter, new AcquireTimeoutError(Math.round(now() - started), this.counts(), this.#failures > 0 ? this.#lastOpenError : undefined));
-        }, Math.max(0, deadline - started));
-      }
+      const waiter: Waiter<R> = { resolve, reject, settled: false, since: now(), deadline, signal, onAbort: undefined };
+      if (deadline < this.#deadlineAt) this.#armDeadline(deadline);
       if (signal !== undefined) {
         waiter.onAbort = () => this.#settle(waiter, new AbortedError('Waiting for a connection', signal.reason));
         signal.addEventListener('abort', waiter.onAbort, { once: true });
@@ -274,6 +274,29 @@ export class ResourcePool<R extends PooledResource> {
     return waiter;
   }
 
+  #armDeadline(at: number): void {
+    clearTimeout(this.#deadlineTimer);
+    this.#deadlineAt = at;
+    this.#deadlineTimer = setTimeout(() => this.#expireWaiters(), Math.max(0, at - now()));
+  }
+
+  // Fails every waiter whose deadline has passed, then re-arms for the earliest one left.
+  #expireWaiters(): void {
+    this.#deadlineTimer = undefined;
+    this.#deadlineAt = Infinity;
+    const t = now();
+    let next = Infinity;
+    for (const waiter of [...this.#waiters]) {
+      if (waiter.deadline <= t) {
+        const lastOpenError = this.#failures > 0 ? this.#lastOpenError : undefined;
+        this.#settle(waiter, new AcquireTimeoutError(Math.round(t - waiter.since), this.counts(), lastOpenError));
+      } else {
+        next = Math.min(next, waiter.deadline);
+      }
+    }
+    if (next !== Infinity) this.#armDeadline(next);
+  }
+
   #settle(waiter: Waiter<R>, error: Error): void {
     if (waiter.settled) return;
     const index = this.#waiters.indexOf(waiter);
@@ -284,8 +307,13 @@ export class ResourcePool<R extends PooledResource> {
 
   #finish(waiter: Waiter<R>): void {
     waiter.settled = true;
-    if (waiter.timer !== undefined) clearTimeout(waiter.timer);
     if (waiter.onAbort !== undefined) waiter.signal?.removeEventListener('abort', waiter.onAbort);
+    // Nobody left to time out: the timer must not keep the process alive.
+    if (this.#waiters.length === 0 && this.#deadlineTimer !== undefined) {
+      clearTimeout(this.#deadlineTimer);
+      this.#deadlineTimer = undefined;
+      this.#deadlineAt = Infinity;
+    }
   }
 
   #removeIdle(resource: R): void {
