@@ -44,6 +44,55 @@ export interface PoolOptions extends Omit<pg.PoolConfig, 'Client' | 'onConnect'>
    * sees a client used after release (or released twice), then records from then on.
    */
   releaseTraces?: boolean | 'auto' | undefined;
+  /**
+   * Automatic retry of statements and transactions that are safe to repeat, or `false` for none.
+   * Defaults: 3 attempts, backoff from 10 ms up to 1000 ms with full jitter, all within 30 s.
+   */
+  retry?: RetryOptions | false | undefined;
+  /**
+   * Treat every `pool.query` statement as safe to repeat (a read-only pool), so a connection loss
+   * after it was sent is retried too. A statement's own `idempotent` flag wins. Default false.
+   */
+  idempotent?: boolean | undefined;
+  /**
+   * While the server is failing (the last connect attempt failed), fail checkouts at once with
+   * `ServerUnavailableError` instead of waiting out `connectionTimeoutMillis`. Default false.
+   */
+  failFast?: boolean | undefined;
+  /**
+   * Find out whether a transaction committed when its connection dies during COMMIT (one extra
+   * round trip per `pool.transaction`, to learn its transaction id first). Default true.
+   */
+  resolveCommitOutcome?: boolean | undefined;
+}
+
+/** Retry settings (the `retry` option). */
+export interface RetryOptions {
+  /** Most tries in all, the first included: 1 to 100. Default 3. */
+  attempts?: number | undefined;
+  /** First backoff step; each later one doubles, up to `maxDelayMillis`, with full jitter. Default 10. */
+  baseDelayMillis?: number | undefined;
+  maxDelayMillis?: number | undefined;
+  /** No retry starts after this long since the first try. Default 30000. */
+  deadlineMillis?: number | undefined;
+  /**
+   * Retry budget: each request earns this fraction of a retry, and retries beyond the earned
+   * ones (plus `budgetBurst`) are refused, so a failing server is not hit by a retry storm.
+   * Default 0.2.
+   */
+  budgetRatio?: number | undefined;
+  /** Retries allowed in a burst before the budget applies. Default 20, or 4 × max if larger. */
+  budgetBurst?: number | undefined;
+}
+
+/** The validated retry settings. */
+export interface ResolvedRetry {
+  readonly attempts: number;
+  readonly baseDelayMillis: number;
+  readonly maxDelayMillis: number;
+  readonly deadlineMillis: number;
+  readonly budgetRatio: number;
+  readonly budgetBurst: number;
 }
 
 /** `pool.options`: what the pool was given, with every default filled in. */
@@ -67,6 +116,12 @@ export interface ResolvedPoolOptions extends PoolOptions {
   readonly keepaliveIntervalMillis: number;
   readonly shutdownTimeoutMillis: number;
   readonly releaseTraces: boolean | 'auto';
+  readonly retry: ResolvedRetry | false;
+  readonly idempotent: boolean;
+  readonly failFast: boolean;
+  readonly resolveCommitOutcome: boolean;
+  /** pg's client-side statement deadline; 0 none. pg-lifeline also cancels and discards. */
+  readonly query_timeout: number;
 }
 
 type PoolSetting =
@@ -82,7 +137,12 @@ type PoolSetting =
   | 'validationTimeoutMillis'
   | 'keepaliveIntervalMillis'
   | 'shutdownTimeoutMillis'
-  | 'releaseTraces';
+  | 'releaseTraces'
+  | 'retry'
+  | 'idempotent'
+  | 'failFast'
+  | 'resolveCommitOutcome'
+  | 'query_timeout';
 
 /** The validated settings the pool runs on. Frozen. */
 export interface ResolvedConfig extends Pick<ResolvedPoolOptions, PoolSetting> {
@@ -141,6 +201,11 @@ export function resolveConfig(options: PoolOptions | null | undefined): Resolved
     keepaliveIntervalMillis: int('keepaliveIntervalMillis', o.keepaliveIntervalMillis, 60_000, 0, MAX_TIMER),
     shutdownTimeoutMillis: int('shutdownTimeoutMillis', o.shutdownTimeoutMillis, 10_000, 0, MAX_TIMER),
     releaseTraces: o.releaseTraces === 'auto' ? ('auto' as const) : bool('releaseTraces', o.releaseTraces, 'auto'),
+    retry: resolveRetry(o.retry, max),
+    idempotent: bool('idempotent', o.idempotent, false),
+    failFast: bool('failFast', o.failFast, false),
+    resolveCommitOutcome: bool('resolveCommitOutcome', o.resolveCommitOutcome, true),
+    query_timeout: int('query_timeout', o.query_timeout, 0, 0, MAX_TIMER),
   };
   return Object.freeze({
     ...resolved,
@@ -151,6 +216,21 @@ export function resolveConfig(options: PoolOptions | null | undefined): Resolved
     log: fn('log', o.log),
     Promise: fn('Promise', o.Promise),
     clientOptions: Object.freeze(hideSecrets({ ...o, ...resolved })),
+  });
+}
+
+function resolveRetry(retry: RetryOptions | false | undefined, max: number): ResolvedRetry | false {
+  if (retry === false) return false;
+  if (retry !== undefined && (typeof retry !== 'object' || retry === null)) throw new ConfigError('retry', 'an object or false', retry);
+  const r = retry ?? {};
+  const baseDelayMillis = int('retry.baseDelayMillis', r.baseDelayMillis, 10, 0, MAX_TIMER);
+  return Object.freeze({
+    attempts: int('retry.attempts', r.attempts, 3, 1, 100),
+    baseDelayMillis,
+    maxDelayMillis: int('retry.maxDelayMillis', r.maxDelayMillis, Math.max(1000, baseDelayMillis), baseDelayMillis, MAX_TIMER),
+    deadlineMillis: int('retry.deadlineMillis', r.deadlineMillis, 30_000, 0, MAX_TIMER),
+    budgetRatio: num('retry.budgetRatio', r.budgetRatio, 0.2, 0, 1),
+    budgetBurst: int('retry.budgetBurst', r.budgetBurst, Math.max(20, 4 * max), 0, 1_000_000),
   });
 }
 

@@ -11,6 +11,10 @@ export type LifelineErrorCode =
   | 'PGL_POOL_ENDED'
   | 'PGL_CONNECT_FAILED'
   | 'PGL_CONNECTION_LOST'
+  | 'PGL_OUTCOME_UNKNOWN'
+  | 'PGL_COMMIT_OUTCOME_UNKNOWN'
+  | 'PGL_QUERY_TIMEOUT'
+  | 'PGL_SERVER_UNAVAILABLE'
   | 'PGL_CLIENT_RELEASED'
   | 'PGL_DOUBLE_RELEASE'
   | 'PGL_TRANSACTION_ROLLED_BACK';
@@ -124,28 +128,117 @@ export interface ConnectionFacts {
   readonly idleMillis: number;
 }
 
+/** Whether a failed statement certainly did not take effect (`not-applied`), or may have (`unknown`). */
+export type Outcome = 'not-applied' | 'unknown';
+
 /**
- * The connection under a query died: the server ended the session, restarted or crashed, or
- * the network dropped. The pool has already removed the connection. Whether the statement ran
- * is not known unless `cause` says the server refused it.
+ * The connection under a statement died and the statement certainly did not take effect: it
+ * never reached the server, the server ended the idle session first, or the server rolled it
+ * back. The pool has already removed the connection; running the work again is safe.
  */
 export class ConnectionLostError extends LifelineError implements ConnectionFacts {
-  readonly code = 'PGL_CONNECTION_LOST';
+  readonly code: LifelineErrorCode = 'PGL_CONNECTION_LOST';
+  readonly outcome: Outcome = 'not-applied';
   readonly sqlState: string | undefined;
   readonly ageMillis: number;
   readonly idleMillis: number;
 
-  constructor(cause: unknown, facts: ConnectionFacts) {
+  constructor(cause: unknown, facts: ConnectionFacts, advice = 'It did not take effect; running it again is safe.') {
     super(
       `Connection lost (${errorText(cause)}) after ${Math.round(facts.ageMillis / 1000)} s open and ` +
-        `${Math.round(facts.idleMillis / 1000)} s idle before this checkout. The pool removed it; ` +
-        `run the work again on a new connection if it is safe to repeat.`,
+        `${Math.round(facts.idleMillis / 1000)} s idle before this checkout. The pool removed it. ${advice}`,
       { cause },
     );
     this.sqlState = sqlStateOf(cause);
     this.ageMillis = facts.ageMillis;
     this.idleMillis = facts.idleMillis;
   }
+}
+
+/**
+ * The connection died after the statement was sent and before its answer: it may or may not have
+ * committed. The pool does not repeat such a statement unless it is marked `idempotent`. To never
+ * end here for a write, run it with `resolveOutcome: true` (or in `pool.transaction`), which finds
+ * out whether it committed.
+ */
+export class OutcomeUnknownError extends ConnectionLostError {
+  override readonly code: LifelineErrorCode = 'PGL_OUTCOME_UNKNOWN';
+  override readonly outcome: Outcome = 'unknown';
+
+  constructor(cause: unknown, facts: ConnectionFacts) {
+    super(
+      cause,
+      facts,
+      'The statement had been sent, so it may or may not have taken effect. Check before repeating it, ' +
+        'mark it idempotent if repeating is harmless, or run it with resolveOutcome: true.',
+    );
+  }
+}
+
+/**
+ * A statement outlived its deadline (`query_timeout`). The pool sent a cancel request and
+ * discarded the connection, since on a dead network it would never answer. Having been sent,
+ * the statement may have taken effect.
+ */
+export class QueryTimeoutError extends LifelineError {
+  readonly code = 'PGL_QUERY_TIMEOUT';
+  readonly outcome: Outcome = 'unknown';
+  readonly timeoutMillis: number;
+
+  constructor(timeoutMillis: number) {
+    super(
+      `The statement did not complete within query_timeout (${timeoutMillis} ms): either it is slow or the ` +
+        `network to the server is dead. A cancel request was sent and the connection discarded. It may have ` +
+        `taken effect. Raise query_timeout for slow statements; use statement_timeout to bound them on the server.`,
+    );
+    this.timeoutMillis = timeoutMillis;
+  }
+}
+
+/**
+ * The connection died during COMMIT and the pool could not find out whether the transaction
+ * committed: the server stayed unreachable, or it is no longer the same server (a failover), so
+ * the transaction id cannot be looked up. `xid` identifies the transaction on the old server.
+ */
+export class CommitOutcomeUnknownError extends LifelineError {
+  readonly code = 'PGL_COMMIT_OUTCOME_UNKNOWN';
+  readonly outcome: Outcome = 'unknown';
+  /** The transaction id, when it was learned before COMMIT. */
+  readonly xid: string | undefined;
+
+  constructor(xid: string | undefined, why: string, cause: unknown) {
+    super(
+      `The connection died during COMMIT${xid === undefined ? '' : ` of transaction ${xid}`}, and whether it ` +
+        `committed could not be determined: ${why}. Check for its effects before repeating it` +
+        (xid === undefined ? '.' : `; pg_xact_status('${xid}') answers on the original server.`),
+      { cause },
+    );
+    this.xid = xid;
+  }
+}
+
+/**
+ * With `failFast`, the server was failing when a connection was asked for, so the call failed at
+ * once with the last connect error (`cause`) instead of waiting out `connectionTimeoutMillis`.
+ */
+export class ServerUnavailableError extends LifelineError {
+  readonly code = 'PGL_SERVER_UNAVAILABLE';
+
+  constructor(cause: unknown) {
+    super(
+      `The server is unavailable (last connect error: ${errorText(cause)}). Failing at once because failFast is ` +
+        `set; the pool keeps probing in the background and serves requests again as soon as it answers.`,
+      { cause },
+    );
+  }
+}
+
+/**
+ * True when `err` leaves it unknown whether the work took effect: check before repeating it.
+ * Every other pg-lifeline failure of a statement means it did not take effect.
+ */
+export function isOutcomeUnknown(err: unknown): boolean {
+  return err instanceof LifelineError && (err as { outcome?: unknown }).outcome === 'unknown';
 }
 
 const TRACE_HINT =

@@ -2,8 +2,8 @@
  * pg-lifeline: a drop-in `pg.Pool` that never hands out a dead connection, never crashes the
  * process when one dies, and explains every failure.
  */
-export { Pool, type AcquireOptions, type LeasedClient } from './pool.js';
-export type { PoolOptions, ResolvedPoolOptions, ClientConstructor } from './config.js';
+export { Pool, type AcquireOptions, type LeasedClient, type StatementOptions } from './pool.js';
+export type { PoolOptions, ResolvedPoolOptions, ClientConstructor, RetryOptions, ResolvedRetry } from './config.js';
 export type { IsolationLevel, TransactionOptions } from './postgres/transaction.js';
 export type { EvictionEvent } from './postgres/manager.js';
 export type { EvictionReason, PoolStats } from './stats.js';
@@ -15,12 +15,19 @@ export {
   PoolEndedError,
   ConnectFailedError,
   ConnectionLostError,
+  OutcomeUnknownError,
+  QueryTimeoutError,
+  CommitOutcomeUnknownError,
+  ServerUnavailableError,
+  isOutcomeUnknown,
   ClientReleasedError,
   DoubleReleaseError,
   TransactionRolledBackError,
   type LifelineErrorCode,
   type AcquireTimeoutReason,
   type ConnectionFacts,
+  type Outcome,
   type PoolCounts,
 } from './errors.js';
-export { isConnectionError, isServerWideFailure, isPermanentConnectError } from './postgres/classify.js';
+export { classifyFailure, isConnectionError, isServerWideFailure, isPermanentConnectError, isSafeToRetry, outcomeOf, type FailureKind } from './postgres/classify.js';
+export type { RetryEvent } from './postgres/retrier.js';

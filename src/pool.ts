@@ -1,16 +1,36 @@
 import { EventEmitter } from 'node:events';
 import pg from 'pg';
 import { resolveConfig, type ClientConstructor, type PoolOptions, type ResolvedConfig, type ResolvedPoolOptions } from './config.js';
-import { now } from './core/resource-pool.js';
 import { AbortedError, PoolEndedError } from './errors.js';
-import { isConnectionError } from './postgres/classify.js';
+import { isConnectionError, isSafeToRetry } from './postgres/classify.js';
 import { Lease } from './postgres/lease.js';
 import { ConnectionManager } from './postgres/manager.js';
-import { beginStatement, runTransaction, type TransactionOptions } from './postgres/transaction.js';
+import type { Attempt } from './postgres/retrier.js';
+import { attemptTransaction, beginStatement, deadlineIn, type TransactionHost, type TransactionOptions } from './postgres/transaction.js';
 import type { PoolStats } from './stats.js';
 
 /** The client `connect()` hands out: a pg client that `await using` releases at the end of its block. */
 export type LeasedClient = pg.PoolClient & AsyncDisposable;
+
+/**
+ * pg-lifeline's additions to a `pool.query` config object (`{ text, values, ... }`). pg ignores
+ * them; everything else in the object keeps pg's meaning.
+ */
+export interface StatementOptions {
+  /**
+   * Running the statement twice is harmless (a read, an upsert), so it is retried even after a
+   * connection loss that left its outcome unknown. Default: the pool's `idempotent` option.
+   */
+  readonly idempotent?: boolean | undefined;
+  /**
+   * Run a write so that its outcome is never in doubt: inside a transaction whose id is learned
+   * before COMMIT, so a connection lost during COMMIT is resolved by asking the server. Costs
+   * three extra round trips. Default false.
+   */
+  readonly resolveOutcome?: boolean | undefined;
+  /** Stop waiting for a connection, or between retries, when this signal aborts. */
+  readonly signal?: AbortSignal | undefined;
+}
 
 /** Options of methods that wait for a connection. */
 export interface AcquireOptions {
@@ -114,7 +134,7 @@ export class Pool extends PgPool {
       values = undefined;
     }
     if (typeof (text as { submit?: unknown } | null)?.submit === 'function') return this.#submit(text as Submittable);
-    const result = this.#query(text, values);
+    const result = this.#run(text, values);
     if (typeof callback === 'function') {
       const cb = callback as QueryCallback;
       result.then((r) => cb(undefined, r), (error: Error) => cb(error));
@@ -140,16 +160,19 @@ export class Pool extends PgPool {
 
   /**
    * Runs `fn` in a transaction: BEGIN, then COMMIT if it resolves or ROLLBACK if it throws; the
-   * client is always released.
+   * client is always released. If the connection dies during COMMIT, the pool finds out whether
+   * it committed (see `resolveCommitOutcome`). With `retry`, a transaction that certainly did not
+   * commit runs again on a fresh connection.
    */
-  transaction<T>(fn: (client: LeasedClient) => Promise<T> | T, options?: TransactionOptions): Promise<T> {
-    let begin: string;
-    try {
-      begin = beginStatement(options);
-    } catch (error) {
-      return Promise.reject(error);
-    }
-    return this.withClient((client) => runTransaction(client, begin, fn), options);
+  async transaction<T>(fn: (client: LeasedClient) => Promise<T> | T, options?: TransactionOptions): Promise<T> {
+    const begin = beginStatement(options);
+    const retry = options?.retry ?? false;
+    const settings = { track: this.#config.resolveCommitOutcome, retry: retry !== false, signal: options?.signal };
+    const once = (): Promise<Attempt<T>> => attemptTransaction(this.#transactions, begin, fn as (client: pg.PoolClient) => Promise<T> | T, settings);
+    this.#manager.retrier.earn();
+    const first = await once();
+    if (first.ok) return first.value;
+    return this.#manager.retrier.retry(first, once, options?.signal, typeof retry === 'number' ? retry : undefined);
   }
 
   /**
@@ -172,6 +195,14 @@ export class Pool extends PgPool {
     result.then(() => callback(), callback);
   }
 
+  // What pool.transaction needs from the pool, bound once.
+  readonly #transactions: TransactionHost = {
+    lease: (signal) => this.#lease(signal),
+    resolverQuery: (sql, values, deadline) => this.#manager.resolverQuery(sql, values, deadline),
+    resolveDeadline: () => deadlineIn(this.#config.connectionTimeoutMillis),
+    resolved: (resolution) => this.#manager.resolved(resolution),
+  };
+
   async #lease(signal: AbortSignal | undefined): Promise<Lease> {
     if (this.ending) throw new PoolEndedError();
     if (signal?.aborted) throw new AbortedError('Waiting for a connection', signal.reason);
@@ -179,19 +210,33 @@ export class Pool extends PgPool {
     return new Lease(connection, this.#manager);
   }
 
-  async #query(text: unknown, values: unknown): Promise<pg.QueryResult> {
+  async #run(text: unknown, values: unknown): Promise<pg.QueryResult> {
     if (this.ending) throw new PoolEndedError();
+    const options = typeof text === 'object' && text !== null ? (text as StatementOptions) : undefined;
+    if (options?.resolveOutcome === true) {
+      return this.transaction((client) => client.query(text as pg.QueryConfig, values as unknown[] | undefined), { retry: true, signal: options.signal });
+    }
+    const idempotent = options?.idempotent ?? this.#config.idempotent;
+    const retrier = this.#manager.retrier;
+    retrier.earn();
+    // The first try runs inline; retries are the slow path.
+    const first = await this.#attempt(text, values, idempotent, options?.signal);
+    if (first.ok) return first.value;
+    return retrier.retry(first, () => this.#attempt(text, values, idempotent, options?.signal), options?.signal);
+  }
+
+  async #attempt(text: unknown, values: unknown, idempotent: boolean, signal: AbortSignal | undefined): Promise<Attempt<pg.QueryResult>> {
     const manager = this.#manager;
-    const connection = manager.tryCheckout() ?? (await manager.checkout(this.#deadline(), undefined));
-    let result: pg.QueryResult;
+    const connection = manager.tryCheckout() ?? (await manager.checkout(this.#deadline(), signal));
     try {
-      result = await connection.client.query(text as string, values as unknown[] | undefined);
+      const value = await connection.client.query(text as string, values as unknown[] | undefined);
+      manager.checkin(connection, undefined);
+      return { ok: true, value };
     } catch (error) {
       manager.checkin(connection, isConnectionError(error) ? error : undefined);
-      throw manager.translate(error, connection);
+      const timeout = (text as { query_timeout?: number } | null)?.query_timeout;
+      return { ok: false, error: manager.translate(error, connection, true, timeout), retry: isSafeToRetry(error, { sent: true, idempotent }) };
     }
-    manager.checkin(connection, undefined);
-    return result;
   }
 
   // The client goes back once the submittable is done with it (older pg.Pool releases leaked it).
@@ -218,8 +263,7 @@ export class Pool extends PgPool {
   }
 
   #deadline(): number {
-    const timeout = this.#config.connectionTimeoutMillis;
-    return timeout === 0 ? Infinity : now() + timeout;
+    return deadlineIn(this.#config.connectionTimeoutMillis);
   }
 
   #promise<T>(promise: Promise<T>): Promise<T> {

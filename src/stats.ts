@@ -1,3 +1,5 @@
+import type { FailureKind } from './postgres/classify.js';
+
 /** Why the pool closed a connection. */
 export type EvictionReason =
   | 'died'
@@ -44,7 +46,14 @@ export interface PoolStats {
   readonly failedValidations: number;
   /** Times a server-wide failure made every older connection suspect. */
   readonly invalidations: number;
+  /** Times the process was found to have been suspended or stalled (every idle connection suspect). */
+  readonly suspensions: number;
   readonly evictions: Readonly<Record<EvictionReason, number>>;
+  /** Retries run, in all and by the kind of failure that caused them. */
+  readonly retries: number;
+  readonly retriesByKind: Readonly<Partial<Record<FailureKind, number>>>;
+  /** Connections lost during COMMIT, by what the pool then found out. */
+  readonly commitResolutions: Readonly<{ committed: number; aborted: number; unknown: number }>;
 }
 
 /** Counters behind {@link PoolStats}; plain fields so the hot path only increments. */
@@ -55,10 +64,19 @@ export class StatsRecorder {
   validations = 0;
   failedValidations = 0;
   invalidations = 0;
+  suspensions = 0;
+  retries = 0;
+  readonly commitResolutions = { committed: 0, aborted: 0, unknown: 0 };
   readonly #evictions = new Map<EvictionReason, number>();
+  readonly #retriesByKind = new Map<FailureKind, number>();
 
   evicted(reason: EvictionReason): void {
     this.#evictions.set(reason, (this.#evictions.get(reason) ?? 0) + 1);
+  }
+
+  retried(kind: FailureKind): void {
+    this.retries++;
+    this.#retriesByKind.set(kind, (this.#retriesByKind.get(kind) ?? 0) + 1);
   }
 
   snapshot(sizes: { total: number; idle: number; active: number; waiting: number; max: number; min: number }): PoolStats {
@@ -71,7 +89,11 @@ export class StatsRecorder {
       validations: this.validations,
       failedValidations: this.failedValidations,
       invalidations: this.invalidations,
+      suspensions: this.suspensions,
       evictions: Object.freeze(evictions),
+      retries: this.retries,
+      retriesByKind: Object.freeze(Object.fromEntries(this.#retriesByKind)),
+      commitResolutions: Object.freeze({ ...this.commitResolutions }),
     });
   }
 }

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { after, before, describe, test } from 'node:test';
-import { AcquireTimeoutError, ConnectFailedError, ConnectionLostError, Pool, type PoolOptions } from '../src/index.js';
+import { AcquireTimeoutError, ConnectFailedError, ConnectionLostError, OutcomeUnknownError, Pool, type PoolOptions } from '../src/index.js';
 import { PgCluster } from './harness/cluster.js';
 import { FaultProxy } from './harness/proxy.js';
 import { waitFor } from './harness/wait.js';
@@ -106,15 +106,18 @@ describe('dead idle connections are never handed out', () => {
 });
 
 describe('connections that die while checked out', () => {
-  test('killed during a query: the query rejects with ConnectionLostError and the process survives', async () => {
+  test('killed during a query: the query rejects, typed, with its outcome unknown, and the process survives', async () => {
     const { pool, app } = makePool({ max: 2 });
     try {
       const running = pool.query('SELECT pg_sleep(30)').then(() => assert.fail('the query should fail'), (e: unknown) => e);
       await waitFor('the query to start', async () => (await cluster.query(`SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND state = 'active'`, [app])).length === 1);
       await cluster.terminateBackends(app);
       const error = await running;
-      assert.ok(error instanceof ConnectionLostError, `got ${String(error)}`);
-      assert.equal(error.code, 'PGL_CONNECTION_LOST');
+      // The statement was running: it may have had effects, and it is not marked idempotent.
+      assert.ok(error instanceof OutcomeUnknownError, `got ${String(error)}`);
+      assert.ok(error instanceof ConnectionLostError);
+      assert.equal(error.code, 'PGL_OUTCOME_UNKNOWN');
+      assert.equal(error.outcome, 'unknown');
       assert.equal(error.sqlState, '57P01');
       assert.ok(error.ageMillis >= 0);
       assert.equal(pool.stats().evictions.died, 1);

@@ -36,6 +36,8 @@ export interface ResourceHooks<R extends PooledResource> {
   isFatalOpenError(error: unknown): boolean;
   /** Turns a fatal open error into what waiters are rejected with. */
   fatalOpenError(error: unknown): Error;
+  /** What `failFast` rejects with while opens are failing; `error` is the last open error. */
+  unavailableError(error: unknown): Error;
   /** Observes every state change, after it happened. */
   transitioned(resource: R, from: ResourceState): void;
 }
@@ -47,6 +49,8 @@ export interface ResourcePoolSettings {
   /** Backoff between failed opens: first step and ceiling, in milliseconds. */
   readonly retryBaseMillis: number;
   readonly retryCapMillis: number;
+  /** While opens are failing and nothing is idle, reject at once instead of waiting. */
+  readonly failFast: boolean;
 }
 
 interface Waiter<R> {
@@ -80,6 +84,8 @@ export class ResourcePool<R extends PooledResource> {
   #deadlineAt = Infinity;
   #closed = false;
   #emptied: (() => void) | undefined;
+  /** One open is wanted with no waiter: failFast's background probe. */
+  #probe = false;
 
   constructor(hooks: ResourceHooks<R>, settings: ResourcePoolSettings) {
     this.#hooks = hooks;
@@ -130,6 +136,12 @@ export class ResourcePool<R extends PooledResource> {
     if (signal?.aborted) return Promise.reject(new AbortedError('Waiting for a connection', signal.reason));
     const idle = this.takeIdle();
     if (idle !== undefined) return Promise.resolve(idle);
+    if (this.#settings.failFast && this.#failures > 0) {
+      // Keep one probe going so the pool notices the server coming back without any waiter.
+      this.#probe = true;
+      this.#fill();
+      return Promise.reject(this.#hooks.unavailableError(this.#lastOpenError));
+    }
     return new Promise<R>((resolve, reject) => {
       const waiter: Waiter<R> = { resolve, reject, settled: false, since: now(), deadline, signal, onAbort: undefined };
       if (deadline < this.#deadlineAt) this.#armDeadline(deadline);
@@ -218,7 +230,7 @@ export class ResourcePool<R extends PooledResource> {
   #fill(): void {
     if (this.#closed) return;
     const { max, min } = this.#settings;
-    let wanted = Math.max(this.#waiters.length - this.#opening, min - this.#all.size);
+    let wanted = Math.max(this.#waiters.length - this.#opening, min - this.#all.size, this.#probe ? 1 - this.#opening : 0);
     while (wanted > 0 && this.#all.size < max) {
       // While opens fail, probe with one attempt at a time, spaced by backoff.
       if (this.#failures > 0 && (this.#opening > 0 || this.#retryTimer !== undefined)) return;
@@ -235,6 +247,7 @@ export class ResourcePool<R extends PooledResource> {
       () => {
         this.#opening--;
         this.#failures = 0;
+        this.#probe = false;
         if (resource.state === 'closed') return;
         if (resource.state === 'broken' || this.#closed) return this.destroy(resource);
         this.release(resource);
@@ -249,9 +262,12 @@ export class ResourcePool<R extends PooledResource> {
           if (this.#all.size === 0) this.#emptied?.();
         }
         if (this.#closed) return;
-        if (this.#hooks.isFatalOpenError(error)) {
-          const fatal = this.#hooks.fatalOpenError(error);
-          for (let waiter = this.#nextWaiter(); waiter !== undefined; waiter = this.#nextWaiter()) waiter.reject(fatal);
+        const fatal = this.#hooks.isFatalOpenError(error);
+        if (fatal || this.#settings.failFast) {
+          const rejection = fatal ? this.#hooks.fatalOpenError(error) : this.#hooks.unavailableError(error);
+          for (let waiter = this.#nextWaiter(); waiter !== undefined; waiter = this.#nextWaiter()) waiter.reject(rejection);
+          // failFast keeps probing on its own, so recovery is noticed without a waiter.
+          if (!fatal) this.#probe = true;
         }
         this.#scheduleRetry();
       },

@@ -1,45 +1,103 @@
-import { sqlStateOf } from '../errors.js';
+import { sqlStateOf, type Outcome } from '../errors.js';
 
 /**
- * Which failures mean what. The pool uses these to decide whether a connection is dead,
- * whether the whole server is suspect, and whether opening connections is worth retrying.
+ * What kind of failure an error is. The pool decides from this whether a connection is dead,
+ * whether the whole server is suspect, whether opening is worth retrying, and whether a statement
+ * may run again.
  */
+export type FailureKind =
+  /** The session or its socket died: 08xxx, 57P01/57P02, ECONNRESET, EPIPE, EOF, TLS drops. */
+  | 'connection-lost'
+  /** The server ended an idle session (57P05, 25P03): it had not read anything pending. */
+  | 'idle-session-ended'
+  /** 57P03: the server is starting up or shutting down. */
+  | 'server-starting'
+  /** 53300: too many connections. */
+  | 'too-many-connections'
+  /** The server could not be reached at all: ECONNREFUSED, ETIMEDOUT, EHOSTUNREACH... */
+  | 'unreachable'
+  /** 40001: serialization failure; the transaction was rolled back. */
+  | 'serialization'
+  /** 40P01: deadlock; the transaction was rolled back. */
+  | 'deadlock'
+  /** 25006: a write reached a read-only server or transaction. */
+  | 'read-only'
+  /** 28xxx: authentication or authorization failed. */
+  | 'auth'
+  /** 3D000: no such database. */
+  | 'no-database'
+  /** 57014: the statement was canceled (statement_timeout, or a cancel request). */
+  | 'canceled'
+  /** The client-side per-statement deadline (`query_timeout`) passed. */
+  | 'query-timeout'
+  /** A certificate or TLS handshake problem that retrying will not fix. */
+  | 'tls'
+  /** An ordinary SQL error: the statement was wrong, not the connection. */
+  | 'query'
+  | 'unknown';
 
 // Node socket errors after which the socket is unusable.
-const SOCKET_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNREFUSED', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNABORTED', 'ENOTCONN', 'EAI_AGAIN']);
+const SOCKET_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'ENOTCONN', 'ERR_STREAM_DESTROYED', 'ERR_STREAM_WRITE_AFTER_END']);
+const UNREACHABLE_CODES = new Set(['ECONNREFUSED', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EHOSTDOWN', 'ENETDOWN', 'EAI_AGAIN']);
+const CERT_CODES = new Set(['DEPTH_ZERO_SELF_SIGNED_CERT', 'SELF_SIGNED_CERT_IN_CHAIN', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'CERT_HAS_EXPIRED', 'ERR_TLS_CERT_ALTNAME_INVALID', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY']);
 
-// pg's own wording for a connection that died under it.
+// pg's own wording for a connection that died under it, or a client it will not use.
 const DEAD_CONNECTION_MESSAGES = [
   'Connection terminated',
   'Client has encountered a connection error and is not queryable',
   'Client was closed and is not queryable',
   'timeout expired',
   'SSL connection has been closed unexpectedly',
+  'The server does not support SSL connections',
 ];
 
-// Server-side states that end a session: the session is gone, not just the statement.
-const SESSION_ENDING_STATES = new Set(['57P01', '57P02', '57P03', '57P05', '25P03', '53300']);
+// pg rejects these before writing a byte of the statement.
+const NOT_SENT_MESSAGES = ['Client has encountered a connection error and is not queryable', 'Client was closed and is not queryable'];
+
+/** Sorts `err` into a {@link FailureKind}. */
+export function classifyFailure(err: unknown): FailureKind {
+  if (!(err instanceof Error)) return 'unknown';
+  const e = err as Error & { code?: unknown; severity?: unknown };
+  const state = sqlStateOf(err);
+  if (state !== undefined) {
+    if (state === '57P05' || state === '25P03') return 'idle-session-ended';
+    if (state === '57P03') return 'server-starting';
+    if (state === '53300') return 'too-many-connections';
+    if (state === '40001') return 'serialization';
+    if (state === '40P01') return 'deadlock';
+    if (state === '25006') return 'read-only';
+    if (state === '3D000') return 'no-database';
+    if (state === '57014') return 'canceled';
+    if (state.startsWith('28')) return 'auth';
+    if (state.startsWith('08') || state === '57P01' || state === '57P02' || e.severity === 'FATAL' || e.severity === 'PANIC') return 'connection-lost';
+    return 'query';
+  }
+  const code = typeof e.code === 'string' ? e.code : '';
+  // pg-lifeline's own errors, as they come back out of a checked-out client.
+  if (code === 'PGL_CONNECTION_LOST' || code === 'PGL_OUTCOME_UNKNOWN') return 'connection-lost';
+  if (code === 'PGL_QUERY_TIMEOUT' || e.message === 'Query read timeout') return 'query-timeout';
+  if (CERT_CODES.has(code)) return 'tls';
+  if (UNREACHABLE_CODES.has(code)) return 'unreachable';
+  if (SOCKET_CODES.has(code) || code.startsWith('ERR_SSL')) return 'connection-lost';
+  if (DEAD_CONNECTION_MESSAGES.some((text) => e.message.startsWith(text))) return e.message.includes('support SSL') ? 'tls' : 'connection-lost';
+  return 'unknown';
+}
+
+const CONNECTION_ENDING: ReadonlySet<FailureKind> = new Set(['connection-lost', 'idle-session-ended', 'server-starting', 'too-many-connections', 'unreachable', 'query-timeout']);
 
 /** True when `err` means the connection it happened on can no longer be used. */
 export function isConnectionError(err: unknown): boolean {
-  if (!(err instanceof Error)) return false;
-  const e = err as Error & { code?: unknown; severity?: unknown };
-  if (e.severity === 'FATAL' || e.severity === 'PANIC') return true;
-  const state = sqlStateOf(err);
-  if (state !== undefined) return state.startsWith('08') || SESSION_ENDING_STATES.has(state);
-  if (typeof e.code === 'string' && (SOCKET_CODES.has(e.code) || e.code.startsWith('ERR_SSL') || e.code.startsWith('ERR_TLS'))) return true;
-  return DEAD_CONNECTION_MESSAGES.some((text) => e.message.startsWith(text));
+  return CONNECTION_ENDING.has(classifyFailure(err));
 }
 
 /**
  * True when `err` suggests every connection to the server may be dead (shutdown, crash, reset,
  * the socket closing under us), rather than one session ending for its own reasons (an idle
- * timeout). The pool then validates every older connection before its next use.
+ * timeout, a statement deadline). The pool then validates every older connection before reuse.
  */
 export function isServerWideFailure(err: unknown): boolean {
-  const state = sqlStateOf(err);
-  if (state !== undefined) return state === '57P01' || state === '57P02' || state === '57P03' || state.startsWith('08');
-  return isConnectionError(err);
+  const kind = classifyFailure(err);
+  return kind === 'connection-lost' || kind === 'server-starting' || kind === 'unreachable';
 }
 
 /**
@@ -47,18 +105,37 @@ export function isServerWideFailure(err: unknown): boolean {
  * database or role, no permission to connect, or a TLS certificate that does not verify.
  */
 export function isPermanentConnectError(err: unknown): boolean {
+  const kind = classifyFailure(err);
+  if (kind === 'auth' || kind === 'no-database' || kind === 'tls') return true;
   const state = sqlStateOf(err);
-  if (state !== undefined) return state.startsWith('28') || state === '3D000' || state === '42501' || state === '0A000';
-  const e = err as { code?: unknown; message?: unknown } | null;
-  const code = typeof e?.code === 'string' ? e.code : '';
-  const message = typeof e?.message === 'string' ? e.message : '';
-  return (
-    code === 'DEPTH_ZERO_SELF_SIGNED_CERT' ||
-    code === 'SELF_SIGNED_CERT_IN_CHAIN' ||
-    code === 'UNABLE_TO_VERIFY_LEAF_SIGNATURE' ||
-    code === 'CERT_HAS_EXPIRED' ||
-    code === 'ERR_TLS_CERT_ALTNAME_INVALID' ||
-    message.includes('does not support SSL') ||
-    message.startsWith('SASL:')
-  );
+  return state === '42501' || state === '0A000' || (err instanceof Error && err.message.startsWith('SASL:'));
+}
+
+/**
+ * The outcome of a statement that failed with `err`. `sent` says whether its bytes were handed
+ * to the socket; a failure before that leaves nothing in doubt.
+ * - `not-applied`: it never reached the server, the server ended the session while idle (so it
+ *   had not read the statement), or the server rolled it back (serialization, deadlock, cancel,
+ *   or an ordinary error).
+ * - `unknown`: it reached the socket and the connection died before the answer: it may have run.
+ */
+export function outcomeOf(err: unknown, sent: boolean): Outcome {
+  const known = (err as { outcome?: unknown } | null)?.outcome;
+  if (known === 'unknown' || known === 'not-applied') return known;
+  if (!sent || (err instanceof Error && NOT_SENT_MESSAGES.some((text) => err.message.startsWith(text)))) return 'not-applied';
+  const kind = classifyFailure(err);
+  return kind === 'connection-lost' || kind === 'query-timeout' || kind === 'unknown' ? 'unknown' : 'not-applied';
+}
+
+/** Failure kinds after which running the statement again, on another connection, may succeed. */
+const TRANSIENT: ReadonlySet<FailureKind> = new Set(['connection-lost', 'idle-session-ended', 'server-starting', 'too-many-connections', 'unreachable', 'query-timeout', 'serialization', 'deadlock']);
+
+/**
+ * Whether a statement that failed with `err` may be run again. Never after auth, unknown-database
+ * or ordinary SQL errors. After a transient failure: always if it was not applied, and if the
+ * outcome is unknown only when the statement is idempotent (running it twice is harmless).
+ */
+export function isSafeToRetry(err: unknown, options: { sent: boolean; idempotent: boolean }): boolean {
+  if (!TRANSIENT.has(classifyFailure(err))) return false;
+  return options.idempotent || outcomeOf(err, options.sent) === 'not-applied';
 }

@@ -1,3 +1,4 @@
+import { connect } from 'node:net';
 import type pg from 'pg';
 
 /**
@@ -6,13 +7,22 @@ import type pg from 'pg';
  */
 
 interface ClientInternals {
+  readyForQuery?: boolean;
+  processID?: number | null;
+  secretKey?: number | null;
+  host?: string;
+  port?: number;
   getTransactionStatus?: () => string | null;
   _txStatus?: string | null;
   _activeQuery?: unknown;
   activeQuery?: unknown;
   _queryQueue?: unknown[];
   queryQueue?: unknown[];
-  connection?: { stream?: { destroy(): void; destroyed?: boolean }; on?(event: string, listener: (msg: { status?: string }) => void): void };
+  connection?: {
+    stream?: { destroy(): void; destroyed?: boolean };
+    on?(event: string, listener: (msg: { status?: string }) => void): void;
+    once?(event: string, listener: () => void): void;
+  };
   ref?: () => void;
   unref?: () => void;
 }
@@ -36,6 +46,12 @@ export function transactionStatusReader(client: pg.Client): () => TransactionSta
   return () => status;
 }
 
+/** The server process id of the client's session (0 before it connected). */
+export function backendPid(client: pg.Client): number {
+  const pid = (client as unknown as ClientInternals).processID;
+  return typeof pid === 'number' ? pid : 0;
+}
+
 /** True when a query is running or queued: such a client cannot be handed to anyone else. */
 export function hasQueryInFlight(client: pg.Client): boolean {
   const c = client as unknown as ClientInternals;
@@ -44,6 +60,21 @@ export function hasQueryInFlight(client: pg.Client): boolean {
   const active = modern ? c._activeQuery : c.activeQuery;
   const queue = modern ? c._queryQueue : c.queryQueue;
   return (active ?? null) !== null || (queue !== undefined && queue.length > 0);
+}
+
+/**
+ * True while the server's ReadyForQuery for the last statement is still to be read. pg settles a
+ * failed statement on the error itself, before that message, so until it arrives the transaction
+ * status is stale. Clients without the field (pg-native) never wait.
+ */
+export function awaitingReadyForQuery(client: pg.Client): boolean {
+  const c = client as unknown as ClientInternals;
+  return c.readyForQuery === false && typeof c.connection?.once === 'function';
+}
+
+/** Calls `then` when the next ReadyForQuery has been read (after pg's own handler). */
+export function onReadyForQuery(client: pg.Client, then: () => void): void {
+  (client as unknown as ClientInternals).connection?.once?.('readyForQuery', then);
 }
 
 /** Tears the socket down at once, without the graceful Terminate a half-open peer would never answer. */
@@ -56,4 +87,27 @@ export function setSocketRef(client: pg.Client, keepAlive: boolean): void {
   const c = client as unknown as ClientInternals;
   if (keepAlive) c.ref?.();
   else c.unref?.();
+}
+
+// The protocol's CancelRequest code: 1234 in the high 16 bits, 5678 in the low.
+const CANCEL_REQUEST_CODE = 80877102;
+const CANCEL_TIMEOUT_MILLIS = 1000;
+
+/**
+ * Asks the server to stop the statement running on `client`'s session, over a new connection as
+ * the protocol requires. Fire and forget: on a dead network it times out quietly.
+ */
+export function sendCancelRequest(client: pg.Client): void {
+  const c = client as unknown as ClientInternals;
+  if (typeof c.processID !== 'number' || typeof c.secretKey !== 'number' || c.host === undefined || c.port === undefined) return;
+  const message = Buffer.alloc(16);
+  message.writeInt32BE(16, 0);
+  message.writeInt32BE(CANCEL_REQUEST_CODE, 4);
+  message.writeInt32BE(c.processID, 8);
+  message.writeInt32BE(c.secretKey, 12);
+  const socket = c.host.startsWith('/') ? connect(`${c.host}/.s.PGSQL.${c.port}`) : connect(c.port, c.host);
+  socket.setTimeout(CANCEL_TIMEOUT_MILLIS, () => socket.destroy());
+  socket.on('error', () => socket.destroy());
+  socket.unref();
+  socket.end(message);
 }

@@ -1,6 +1,7 @@
 import type pg from 'pg';
-import { ClientReleasedError, DoubleReleaseError } from '../errors.js';
+import { ClientReleasedError, DoubleReleaseError, type ConnectionFacts } from '../errors.js';
 import type { PgConnection } from './connection.js';
+import { backendPid } from './internals.js';
 
 /** What a lease needs from the pool. */
 export interface LeaseOwner {
@@ -42,6 +43,16 @@ export class Lease implements ProxyHandler<pg.Client> {
 
   get released(): boolean {
     return this.#released;
+  }
+
+  /** The server process behind this connection. */
+  backendPid(): number {
+    return backendPid(this.#connection.client);
+  }
+
+  /** Age and idle time of the connection, for error messages. */
+  facts(): ConnectionFacts {
+    return this.#connection.facts();
   }
 
   get(target: pg.Client, property: string | symbol): unknown {

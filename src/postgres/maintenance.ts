@@ -8,10 +8,14 @@ export interface MaintainedPool {
   readonly core: ResourcePool<PgConnection>;
   validate(connection: PgConnection): Promise<boolean>;
   evict(connection: PgConnection, reason: EvictionReason, error: unknown): void;
+  /** The process was suspended or stalled: every connection must prove itself before reuse. */
+  suspect(): void;
 }
 
 const MIN_TICK_MILLIS = 25;
 const MAX_TICK_MILLIS = 1000;
+// A tick this much later than planned, on either clock, means the process did not run meanwhile.
+const SUSPENSION_MILLIS = 2000;
 
 /**
  * All of the pool's background work in one unref'd timer: retiring old and idle connections,
@@ -23,6 +27,8 @@ export class Maintenance {
   readonly #tickMillis: number;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #stopped = false;
+  #lastMonotonic = now();
+  #lastWall = Date.now();
 
   constructor(pool: MaintainedPool, config: ResolvedConfig) {
     this.#pool = pool;
@@ -52,6 +58,7 @@ export class Maintenance {
     const { core } = this.#pool;
     const { idleTimeoutMillis, min } = this.#config;
     const t = now();
+    this.#detectSuspension(t);
     for (const connection of [...core.idle()]) {
       if (t >= connection.retireAt) {
         this.#pool.evict(connection, 'lifetime', undefined);
@@ -65,5 +72,17 @@ export class Maintenance {
       }
     }
     core.warm();
+  }
+
+  // A laptop sleep stops the monotonic clock but not the wall clock; a frozen container or a
+  // stalled event loop delays the tick on both. Either way the network may have moved on without
+  // us: NATs and proxies drop idle flows, servers restart.
+  #detectSuspension(t: number): void {
+    const wall = Date.now();
+    const monotonicLate = t - this.#lastMonotonic - this.#tickMillis;
+    const wallLate = wall - this.#lastWall - this.#tickMillis;
+    this.#lastMonotonic = t;
+    this.#lastWall = wall;
+    if (monotonicLate > SUSPENSION_MILLIS || wallLate - monotonicLate > SUSPENSION_MILLIS) this.#pool.suspect();
   }
 }

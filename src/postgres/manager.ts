@@ -1,13 +1,15 @@
 import type pg from 'pg';
 import type { ResolvedConfig } from '../config.js';
 import { ResourcePool, now, type ResourceHooks, type ResourceState } from '../core/resource-pool.js';
-import { ConnectFailedError, ConnectionLostError } from '../errors.js';
+import { ConnectFailedError, ConnectionLostError, LifelineError, OutcomeUnknownError, QueryTimeoutError, ServerUnavailableError } from '../errors.js';
 import { StatsRecorder, type EvictionReason, type PoolStats } from '../stats.js';
-import { isConnectionError, isPermanentConnectError, isServerWideFailure } from './classify.js';
+import { classifyFailure, isConnectionError, isPermanentConnectError, isServerWideFailure, outcomeOf } from './classify.js';
+import type { CommitResolution, ResolverQuery } from './commit-resolver.js';
 import { PgConnection, type ConnectionOwner } from './connection.js';
-import { hasQueryInFlight, setSocketRef } from './internals.js';
+import { awaitingReadyForQuery, destroySocket, hasQueryInFlight, onReadyForQuery, sendCancelRequest, setSocketRef } from './internals.js';
 import type { LeaseOwner } from './lease.js';
 import { Maintenance } from './maintenance.js';
+import { Retrier, type RetryEvent, type RetryObserver } from './retrier.js';
 
 /** Where the manager reports pool events (the Pool itself). */
 export interface PoolEvents {
@@ -32,9 +34,10 @@ const RETRY_CAP_MILLIS = 1000;
  * generations, lifetimes), what happens to one given back (rollback, destroy), and how deaths are
  * reported. Everything here runs on records the pool owns; pg's client objects are not touched.
  */
-export class ConnectionManager implements ResourceHooks<PgConnection>, ConnectionOwner, LeaseOwner {
+export class ConnectionManager implements ResourceHooks<PgConnection>, ConnectionOwner, LeaseOwner, RetryObserver {
   readonly core: ResourcePool<PgConnection>;
   readonly stats = new StatsRecorder();
+  readonly retrier: Retrier;
   readonly #config: ResolvedConfig;
   readonly #events: PoolEvents;
   readonly #maintenance: Maintenance;
@@ -52,7 +55,9 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
       min: config.min,
       retryBaseMillis: RETRY_BASE_MILLIS,
       retryCapMillis: RETRY_CAP_MILLIS,
+      failFast: config.failFast,
     });
+    this.retrier = new Retrier(config.retry, this);
     this.#maintenance = new Maintenance(this, config);
     this.#maintenance.start();
     if (config.min > 0) this.core.warm();
@@ -133,8 +138,25 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
     if (hasQueryInFlight(connection.client)) return this.evict(connection, 'query-in-flight', undefined);
     connection.idleSince = now();
     connection.checkedAt = connection.idleSince;
+    if (awaitingReadyForQuery(connection.client)) return this.#returnWhenReady(connection);
     if (connection.transactionStatus() !== 'I') return this.#rollBack(connection);
     this.core.release(connection);
+  }
+
+  // The transaction status is only true once the last statement's ReadyForQuery is in.
+  #returnWhenReady(connection: PgConnection): void {
+    this.core.hold(connection);
+    // A connection that dies meanwhile never sends it; the timer then frees the slot.
+    const timer = setTimeout(() => {
+      connection.destroy();
+      this.evict(connection, 'died', connection.failure);
+    }, this.#config.validationTimeoutMillis);
+    onReadyForQuery(connection.client, () => {
+      clearTimeout(timer);
+      if (connection.state !== 'checking') return this.evict(connection, 'died', connection.failure);
+      if (connection.transactionStatus() !== 'I') return this.#rollBack(connection);
+      this.core.release(connection);
+    });
   }
 
   // The next user must get a clean session, so an open transaction is rolled back first.
@@ -156,13 +178,54 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
 
   // ---- failures ----
 
-  /** Replaces a connection-level failure with {@link ConnectionLostError}; other errors pass through. */
-  translate(error: unknown, connection: PgConnection): unknown {
-    if (error instanceof ConnectionLostError || !(isConnectionError(error) || connection.failure !== undefined)) return error;
+  /**
+   * Replaces a connection-level failure with a typed error that says whether the statement may
+   * have taken effect ({@link OutcomeUnknownError}) or certainly did not ({@link ConnectionLostError});
+   * other errors pass through. `sent`: the statement's bytes had been handed to the socket.
+   */
+  translate(error: unknown, connection: PgConnection, sent = true, timeoutMillis = this.#config.query_timeout): unknown {
+    if (error instanceof LifelineError) return error;
+    if (classifyFailure(error) === 'query-timeout') {
+      // pg only stopped waiting: stop the server too, and drop a connection that may be dead.
+      sendCancelRequest(connection.client);
+      destroySocket(connection.client);
+      return new QueryTimeoutError(timeoutMillis);
+    }
+    if (!(isConnectionError(error) || connection.failure !== undefined)) return error;
     // A query can see the failure before the socket reports it, and the connection may be
     // closed by then, so the server-wide suspicion is raised from here too.
     this.#noteFailure(connection, error);
-    return new ConnectionLostError(error, connection.facts());
+    return outcomeOf(error, sent) === 'unknown' ? new OutcomeUnknownError(error, connection.facts()) : new ConnectionLostError(error, connection.facts());
+  }
+
+  retried(event: RetryEvent): void {
+    this.stats.retried(event.kind);
+    this.#config.log?.(`retrying after ${event.kind} (attempt ${event.attempt})`);
+    this.#events.emit('retry', event);
+  }
+
+  /** Runs one statement on a fresh connection: what the commit resolver asks with. */
+  readonly resolverQuery: ResolverQuery = async (sql, values, deadline) => {
+    const connection = this.tryCheckout() ?? (await this.checkout(deadline));
+    try {
+      const result = await connection.client.query(sql, values);
+      this.checkin(connection, undefined);
+      return result.rows as Record<string, unknown>[];
+    } catch (error) {
+      this.checkin(connection, isConnectionError(error) ? error : undefined);
+      throw error;
+    }
+  };
+
+  resolved(resolution: CommitResolution): void {
+    this.stats.commitResolutions[resolution.status]++;
+    this.#config.log?.(`commit outcome after a lost connection: ${resolution.status}`);
+  }
+
+  /** The process was suspended or stalled: every connection must prove itself before reuse. */
+  suspect(): void {
+    this.#generation++;
+    this.stats.suspensions++;
   }
 
   died(connection: PgConnection, error: Error): void {
@@ -223,6 +286,10 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
 
   isFatalOpenError(error: unknown): boolean {
     return isPermanentConnectError(error) || !isConnectionError(error);
+  }
+
+  unavailableError(error: unknown): Error {
+    return new ServerUnavailableError(error);
   }
 
   fatalOpenError(error: unknown): Error {

@@ -1,5 +1,10 @@
 import type pg from 'pg';
-import { ConfigError, TransactionRolledBackError } from '../errors.js';
+import { now } from '../core/resource-pool.js';
+import { CommitOutcomeUnknownError, ConfigError, ConnectionLostError, TransactionRolledBackError, sqlStateOf } from '../errors.js';
+import { classifyFailure, isConnectionError } from './classify.js';
+import { resolveCommit, TICKET_SQL, type CommitResolution, type CommitTicket, type ResolverQuery } from './commit-resolver.js';
+import type { Lease } from './lease.js';
+import type { Attempt } from './retrier.js';
 
 /** SQL isolation levels, as `BEGIN ISOLATION LEVEL` spells them. */
 export type IsolationLevel = 'read uncommitted' | 'read committed' | 'repeatable read' | 'serializable';
@@ -10,8 +15,16 @@ export interface TransactionOptions {
   readonly isolationLevel?: IsolationLevel | undefined;
   /** Start a READ ONLY transaction. */
   readonly readOnly?: boolean | undefined;
-  /** Give up waiting for a connection when this signal aborts. */
+  /** Give up waiting for a connection, or between retries, when this signal aborts. */
   readonly signal?: AbortSignal | undefined;
+  /**
+   * Run `fn` again, on a fresh connection, when the transaction certainly did not commit: the
+   * connection died before COMMIT, or the server reported a serialization failure (40001) or a
+   * deadlock (40P01). `true` uses the pool's `retry.attempts`; a number sets the attempts.
+   * `fn` must then have no effects outside the database, since it may run more than once.
+   * Default false.
+   */
+  readonly retry?: boolean | number | undefined;
 }
 
 const LEVELS: ReadonlySet<string> = new Set(['read uncommitted', 'read committed', 'repeatable read', 'serializable']);
@@ -32,21 +45,93 @@ export function beginStatement(options: TransactionOptions | undefined): string 
   return sql;
 }
 
+/** What one try of a transaction needs from the pool. */
+export interface TransactionHost {
+  lease(signal: AbortSignal | undefined): Promise<Lease>;
+  /** Runs a statement on a fresh connection, for the commit resolver. */
+  readonly resolverQuery: ResolverQuery;
+  /** How long to keep asking whether a COMMIT went through. */
+  resolveDeadline(): number;
+  resolved(resolution: CommitResolution): void;
+}
+
+// Failure kinds after which the transaction certainly did not commit and a fresh try may work.
+const RETRYABLE = new Set(['connection-lost', 'idle-session-ended', 'server-starting', 'too-many-connections', 'unreachable', 'query-timeout', 'serialization', 'deadlock']);
+
 /**
- * Runs `fn` between `begin` and COMMIT on `client`, rolling back if it throws. A COMMIT that the
- * server answers with ROLLBACK (the transaction had failed) throws instead of passing silently.
+ * One try of a transaction: BEGIN, `fn`, COMMIT. If the connection dies during COMMIT and
+ * `track` is on, the transaction's id (learned just before COMMIT) is looked up on a fresh
+ * connection, so the caller learns committed (success), aborted (a failure that left nothing
+ * behind), or, only if that cannot be found out, {@link CommitOutcomeUnknownError}.
  */
-export async function runTransaction<C extends pg.PoolClient, T>(client: C, begin: string, fn: (client: C) => Promise<T> | T): Promise<T> {
-  await client.query(begin);
-  let result: T;
+export async function attemptTransaction<T>(
+  host: TransactionHost,
+  begin: string,
+  fn: (client: pg.PoolClient) => Promise<T> | T,
+  options: { readonly track: boolean; readonly retry: boolean; readonly signal: AbortSignal | undefined },
+): Promise<Attempt<T>> {
+  const lease = await host.lease(options.signal);
+  const client = lease.client;
+  let value: T | undefined;
+  let ticket: CommitTicket | undefined;
+  let tracked = false;
+  let committing = false;
   try {
-    result = await fn(client);
+    await client.query(begin);
+    value = await fn(client);
+    if (options.track) {
+      ticket = await readTicket(client, lease.backendPid());
+      tracked = ticket !== undefined;
+    }
+    committing = true;
+    const commit = await client.query('COMMIT');
+    if (commit.command === 'ROLLBACK') return { ok: false, error: new TransactionRolledBackError(), retry: false };
+    return { ok: true, value: value as T };
   } catch (error) {
-    // If the rollback fails too, the connection is broken; the release that follows discards it.
-    await client.query('ROLLBACK').catch(() => undefined);
-    throw error;
+    const lost = isConnectionError(error);
+    // Give the dead connection back first: the resolver needs a connection, maybe this very slot.
+    // A live one still inside the transaction is rolled back by the pool before reuse.
+    if (!lease.released) lease.release(lost ? error : undefined);
+    const retry = options.retry && RETRYABLE.has(classifyFailure(error));
+    if (!committing || !lost) return { ok: false, error: lost ? notApplied(error, lease) : error, retry };
+    if (!tracked || ticket === undefined) {
+      return { ok: false, error: new CommitOutcomeUnknownError(undefined, 'resolveCommitOutcome is off, so the transaction id was not recorded', error), retry: false };
+    }
+    if (ticket.xid === null) return { ok: false, error: notApplied(error, lease), retry };
+    const resolution = await resolveCommit({ ...ticket, xid: ticket.xid }, host.resolverQuery, host.resolveDeadline());
+    host.resolved(resolution);
+    if (resolution.status === 'committed') return { ok: true, value: value as T };
+    if (resolution.status === 'aborted') return { ok: false, error: notApplied(error, lease), retry };
+    return { ok: false, error: new CommitOutcomeUnknownError(ticket.xid, resolution.why, resolution.cause ?? error), retry: false };
+  } finally {
+    if (!lease.released) lease.release();
   }
-  const commit = await client.query('COMMIT');
-  if (commit.command === 'ROLLBACK') throw new TransactionRolledBackError();
-  return result;
+}
+
+async function readTicket(client: pg.PoolClient, backendPid: number): Promise<CommitTicket | undefined> {
+  type Row = { xid: string | null; timeline: string | null; system: string | null };
+  const rows = await client.query<Row>(TICKET_SQL).then(
+    (result) => result.rows,
+    (error: unknown) => {
+      // 25P02: the transaction already failed, so COMMIT will answer ROLLBACK; nothing to track.
+      if (sqlStateOf(error) === '25P02') return undefined;
+      throw error;
+    },
+  );
+  if (rows === undefined) return undefined;
+  const row = rows[0];
+  const xid = row?.xid ?? null;
+  const server = row?.timeline != null && row.system != null ? { system: row.system, timeline: row.timeline } : undefined;
+  return { xid, server, backendPid };
+}
+
+// The transaction did not commit, whatever a statement inside it reported: say so plainly.
+function notApplied(error: unknown, lease: Lease): unknown {
+  if (error instanceof ConnectionLostError && error.outcome === 'not-applied') return error;
+  return new ConnectionLostError(error instanceof ConnectionLostError ? error.cause : error, lease.facts(), 'The transaction did not commit; running it again is safe.');
+}
+
+/** A deadline `millis` from now, or Infinity for 0. */
+export function deadlineIn(millis: number): number {
+  return millis === 0 ? Infinity : now() + millis;
 }

@@ -1,0 +1,77 @@
+import { fullJitterDelay } from '../core/backoff.js';
+import { now } from '../core/resource-pool.js';
+
+/** Which server a transaction ran on: a failover keeps the system id but starts a new timeline. */
+export interface ServerIdentity {
+  readonly system: string;
+  readonly timeline: string;
+}
+
+/** What is known about a transaction before its COMMIT is sent. */
+export interface CommitTicket {
+  /** Its transaction id; null when it wrote nothing (so its outcome does not matter). */
+  readonly xid: string | null;
+  readonly server: ServerIdentity | undefined;
+  /** The backend that ran it. */
+  readonly backendPid: number;
+}
+
+/** The answer after a connection died during COMMIT. */
+export type CommitResolution =
+  | { readonly status: 'committed' }
+  | { readonly status: 'aborted' }
+  | { readonly status: 'unknown'; readonly why: string; readonly cause?: unknown };
+
+/** Runs one statement on a fresh connection of the same pool, bounded by `deadline`. */
+export type ResolverQuery = (sql: string, values: unknown[], deadline: number) => Promise<Record<string, unknown>[]>;
+
+/**
+ * Run in the transaction just before COMMIT: its xid (assigned only if it wrote) and, if it has
+ * one, the server's identity. Reading the identity only for writers keeps read-only transactions,
+ * on standbys too, to the one cheap function call.
+ */
+export const TICKET_SQL =
+  'SELECT x::text AS xid, ' +
+  'CASE WHEN x IS NOT NULL THEN substr(pg_walfile_name(pg_current_wal_insert_lsn()), 1, 8) END AS timeline, ' +
+  'CASE WHEN x IS NOT NULL THEN (SELECT system_identifier FROM pg_control_system())::text END AS system ' +
+  'FROM pg_current_xact_id_if_assigned() AS x';
+
+const STATUS_SQL =
+  'SELECT pg_xact_status($1::xid8) AS status, ' +
+  'substr(pg_walfile_name(pg_current_wal_insert_lsn()), 1, 8) AS timeline, ' +
+  '(SELECT system_identifier FROM pg_control_system())::text AS system, ' +
+  "(SELECT state FROM pg_stat_activity WHERE pid = $2) AS backend_state";
+
+// Ends the old backend when it sits idle inside the transaction: our COMMIT never reached it, and
+// ending it is what turns "in progress" into a definite abort.
+const END_WAITING_BACKEND_SQL = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = $1 AND state = 'idle in transaction'";
+
+/**
+ * Finds out whether the transaction of `ticket` committed, asking the server again until
+ * `deadline`: `pg_xact_status` answers committed or aborted once the old backend is done with it.
+ */
+export async function resolveCommit(ticket: CommitTicket & { xid: string }, query: ResolverQuery, deadline: number): Promise<CommitResolution> {
+  let lastError: unknown;
+  for (let attempt = 0; now() < deadline; attempt++) {
+    try {
+      const [row] = await query(STATUS_SQL, [ticket.xid, ticket.backendPid], deadline);
+      if (row === undefined) return { status: 'unknown', why: 'the server returned nothing' };
+      if (ticket.server !== undefined && (row['system'] !== ticket.server.system || row['timeline'] !== ticket.server.timeline)) {
+        return { status: 'unknown', why: `the server is not the one the transaction ran on (timeline ${String(row['timeline'])}, was ${ticket.server.timeline}): a failover` };
+      }
+      const status = row['status'];
+      if (status === 'committed') return { status };
+      if (status === 'aborted') return { status };
+      if (status === null) return { status: 'unknown', why: 'the transaction id is too old for the server to remember' };
+      if (row['backend_state'] === 'idle in transaction') await query(END_WAITING_BACKEND_SQL, [ticket.backendPid], deadline);
+    } catch (error) {
+      if (error instanceof Error && /is in the future/.test(error.message)) {
+        return { status: 'unknown', why: 'the transaction id does not exist on this server: a different server (failover?)', cause: error };
+      }
+      lastError = error;
+    }
+    const wait = Math.min(fullJitterDelay(attempt, 20, 1000), Math.max(0, deadline - now()));
+    await new Promise((resolve) => setTimeout(resolve, wait));
+  }
+  return { status: 'unknown', why: 'the server could not be asked in time', cause: lastError };
+}
