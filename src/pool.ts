@@ -117,11 +117,11 @@ export class Pool extends PgPool {
    * ordinary SQL error does not cost the connection; only a dead one is discarded.
    */
   query<T extends pg.Submittable>(queryStream: T): T;
-  query<R extends any[] = any[], I = any[]>(queryConfig: pg.QueryArrayConfig<I>, values?: pg.QueryConfigValues<I>): Promise<pg.QueryArrayResult<R>>;
-  query<R extends pg.QueryResultRow = any, I = any[]>(queryConfig: pg.QueryConfig<I>): Promise<pg.QueryResult<R>>;
-  query<R extends pg.QueryResultRow = any, I = any[]>(queryTextOrConfig: string | pg.QueryConfig<I>, values?: pg.QueryConfigValues<I>): Promise<pg.QueryResult<R>>;
-  query<R extends any[] = any[], I = any[]>(queryConfig: pg.QueryArrayConfig<I>, callback: (err: Error, result: pg.QueryArrayResult<R>) => void): void;
-  query<R extends pg.QueryResultRow = any, I = any[]>(queryTextOrConfig: string | pg.QueryConfig<I>, callback: (err: Error, result: pg.QueryResult<R>) => void): void;
+  query<R extends any[] = any[], I = any[]>(queryConfig: pg.QueryArrayConfig<I> & StatementOptions, values?: pg.QueryConfigValues<I>): Promise<pg.QueryArrayResult<R>>;
+  query<R extends pg.QueryResultRow = any, I = any[]>(queryConfig: pg.QueryConfig<I> & StatementOptions): Promise<pg.QueryResult<R>>;
+  query<R extends pg.QueryResultRow = any, I = any[]>(queryTextOrConfig: string | (pg.QueryConfig<I> & StatementOptions), values?: pg.QueryConfigValues<I>): Promise<pg.QueryResult<R>>;
+  query<R extends any[] = any[], I = any[]>(queryConfig: pg.QueryArrayConfig<I> & StatementOptions, callback: (err: Error, result: pg.QueryArrayResult<R>) => void): void;
+  query<R extends pg.QueryResultRow = any, I = any[]>(queryTextOrConfig: string | (pg.QueryConfig<I> & StatementOptions), callback: (err: Error, result: pg.QueryResult<R>) => void): void;
   query<R extends pg.QueryResultRow = any, I = any[]>(queryText: string, values: pg.QueryConfigValues<I>, callback: (err: Error, result: pg.QueryResult<R>) => void): void;
   query(text: unknown, values?: unknown, callback?: unknown): unknown {
     if (typeof text === 'function') {

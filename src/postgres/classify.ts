@@ -73,8 +73,11 @@ export function classifyFailure(err: unknown): FailureKind {
     return 'query';
   }
   const code = typeof e.code === 'string' ? e.code : '';
-  // pg-lifeline's own errors, as they come back out of a checked-out client.
-  if (code === 'PGL_CONNECTION_LOST' || code === 'PGL_OUTCOME_UNKNOWN') return 'connection-lost';
+  // pg-lifeline's own errors, as they come back out of a checked-out client: what they wrap says more.
+  if (code === 'PGL_CONNECTION_LOST' || code === 'PGL_OUTCOME_UNKNOWN') {
+    const inner = classifyFailure(e.cause);
+    return CONNECTION_ENDING.has(inner) ? inner : 'connection-lost';
+  }
   if (code === 'PGL_QUERY_TIMEOUT' || e.message === 'Query read timeout') return 'query-timeout';
   if (CERT_CODES.has(code)) return 'tls';
   if (UNREACHABLE_CODES.has(code)) return 'unreachable';

@@ -5,6 +5,7 @@
  *
  *   node --import tsx --test test/chaos/chaos.test.ts
  *   CHAOS_SECONDS=8 (per scenario)  CHAOS_REPORT=path.md (also write the table as Markdown)
+ *   CHAOS_RAW_DIR=dir (keep every worker's raw JSON report)
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -25,7 +26,7 @@ import { markdownTable, plainTable } from './table.js';
 const DURATION_MS = Math.round(Number(process.env['CHAOS_SECONDS'] ?? 8) * 1000);
 const OP_DEADLINE_MS = 15_000;
 // Run + ops in flight at the end (bounded by their watchdog) + bounded pool.end() + startup slack.
-const HARD_TIMEOUT_MS = DURATION_MS + OP_DEADLINE_MS + 5_000 + 20_000;
+const hardTimeoutMs = (durationMs: number): number => durationMs + OP_DEADLINE_MS + 5_000 + 20_000;
 const LIBS: Lib[] = ['pg-lifeline', 'pg'];
 const ID_PREFIX: Record<Lib, string> = { 'pg-lifeline': 'a11fe11e', pg: 'bbbbbbbb' };
 // The harness turns synchronous_commit off for speed; then an acked commit can vanish in a crash,
@@ -78,13 +79,14 @@ async function runScenario(scenario: Scenario): Promise<ScenarioResult> {
   await quiesce(target);
   await resetSchema(cluster);
 
+  const durationMs = DURATION_MS + (scenario.tailMs ?? 0);
   const conn = { host: proxy.host, port: proxy.port, user: cluster.user, database: cluster.database, ...(target.ssl ? { ssl: { rejectUnauthorized: false } } : {}) };
   let workers: RunningWorker[] = [];
   let startedAt = 0;
   const ctx: FaultContext = {
     cluster,
     proxy,
-    durationMs: DURATION_MS,
+    durationMs,
     at: (ms) => delay(Math.max(0, startedAt + ms - Date.now())),
     faultEnd: () => workers.forEach((w) => w.faultEnd()),
   };
@@ -97,13 +99,13 @@ async function runScenario(scenario: Scenario): Promise<ScenarioResult> {
         lib,
         {
           CONN: JSON.stringify(conn),
-          DURATION_MS: String(DURATION_MS),
+          DURATION_MS: String(durationMs),
           WORKERS: '16',
           OP_DEADLINE_MS: String(OP_DEADLINE_MS),
           ID_PREFIX: ID_PREFIX[lib],
           ...scenario.env,
         },
-        HARD_TIMEOUT_MS,
+        hardTimeoutMs(durationMs),
       ),
     );
     try {
@@ -124,7 +126,9 @@ async function runScenario(scenario: Scenario): Promise<ScenarioResult> {
   await quiesce(target);
   const libs = {} as Record<Lib, LibResult>;
   for (const [i, lib] of LIBS.entries()) libs[lib] = await reconcile(cluster, ID_PREFIX[lib], exits[i] as WorkerExit);
-  const result: ScenarioResult = { name: scenario.name, seconds: DURATION_MS / 1000, balanceSum: await balanceSum(cluster), libs };
+  const rawDir = process.env['CHAOS_RAW_DIR'];
+  if (rawDir) for (const lib of LIBS) await writeFile(path.join(rawDir, `${scenario.name}-${lib}.json`), JSON.stringify(libs[lib].report));
+  const result: ScenarioResult = { name: scenario.name, seconds: durationMs / 1000, balanceSum: await balanceSum(cluster), libs };
   results.push(result);
   if (faultError !== undefined) throw new Error(`fault script of ${scenario.name} failed`, { cause: faultError });
   return result;
@@ -138,6 +142,8 @@ function describeLib(result: LibResult): string[] {
       `hung ${r.hung}, unhandled ${r.unhandled}, retries ${r.retries ?? '-'} (events ${r.retryEvents}), pool errors ${r.poolErrors}, ` +
       `recovery ${JSON.stringify(r.firstOkAfter)} missed ${r.recoveryMissed}`,
     ...r.errorSamples.map((s) => `  ${s.count} x [${s.code}] ${s.message}`),
+    `  per 0.5 s ok:     ${r.timeline.map(([, ok]) => ok).join(' ')}`,
+    `  per 0.5 s failed: ${r.timeline.map(([, , failed]) => failed).join(' ')}`,
     ...(result.crashed && result.stderrSummary ? [`  crash: ${result.stderrSummary}`] : []),
   ];
 }
@@ -183,7 +189,7 @@ describe('chaos', { concurrency: false }, () => {
   });
 
   for (const scenario of SCENARIOS) {
-    test(scenario.name, { timeout: HARD_TIMEOUT_MS + 60_000 }, async (t) => {
+    test(scenario.name, { timeout: hardTimeoutMs(DURATION_MS + (scenario.tailMs ?? 0)) + 60_000 }, async (t) => {
       checkInvariants(t, await runScenario(scenario));
     });
   }

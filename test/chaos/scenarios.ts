@@ -17,6 +17,8 @@ export interface Scenario {
   tls?: boolean;
   /** Extra worker env (IDLE_GAPS, TX_PAUSE, QUERY_TIMEOUT_MS). */
   env?: Record<string, string>;
+  /** Run this much longer than the others: faults that end at 7 s leave no time to see recovery. */
+  tailMs?: number;
   setup?(ctx: FaultContext): Promise<void>;
   teardown?(ctx: FaultContext): Promise<void>;
   fault(ctx: FaultContext): Promise<void>;
@@ -66,6 +68,7 @@ export const SCENARIOS: Scenario[] = [
   {
     name: 'blackhole',
     env: { QUERY_TIMEOUT_MS: '2000' },
+    tailMs: 4000,
     fault: async (ctx) => {
       await ctx.at(2000);
       ctx.proxy.blackhole(5000);
@@ -77,6 +80,7 @@ export const SCENARIOS: Scenario[] = [
   { name: 'reset', fault: resetEvery3s },
   {
     name: 'refuse',
+    tailMs: 4000,
     fault: async (ctx) => {
       await ctx.at(2000);
       await ctx.proxy.refuse(5000);

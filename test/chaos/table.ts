@@ -16,7 +16,8 @@ const COLUMNS: Array<[string, (r: LibResult) => string]> = [
 /** Rows of cells: a header, then one row per scenario with "pg-lifeline / pg" in every cell. */
 function cells(results: ScenarioResult[]): string[][] {
   const header = ['scenario', ...COLUMNS.map(([name]) => name)];
-  const rows = results.map((s) => [s.name, ...COLUMNS.map(([, get]) => `${get(s.libs['pg-lifeline'])} / ${get(s.libs.pg)}`)]);
+  const base = Math.min(...results.map((s) => s.seconds));
+  const rows = results.map((s) => [s.seconds === base ? s.name : `${s.name} (${s.seconds} s)`, ...COLUMNS.map(([, get]) => `${get(s.libs['pg-lifeline'])} / ${get(s.libs.pg)}`)]);
   return [header, ...rows];
 }
 
