@@ -48,6 +48,14 @@ export class Maintenance {
     this.#timer.unref();
   }
 
+  /**
+   * Called on checkout with the current time: if the loop is overdue (a thaw whose first event is a
+   * request, before the timer had its turn), detect the suspension now. One comparison otherwise.
+   */
+  catchUp(t: number): void {
+    if (t - this.#lastMonotonic > this.#tickMillis + SUSPENSION_MILLIS) this.#detectSuspension(t);
+  }
+
   stop(): void {
     this.#stopped = true;
     clearTimeout(this.#timer);

@@ -76,6 +76,7 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
 
   /** A connection ready to use right now without any I/O, if the idle stack has one. */
   tryCheckout(): PgConnection | undefined {
+    this.#maintenance.catchUp(now());
     const idle = this.core.idle();
     const top = idle[idle.length - 1];
     if (top === undefined || this.#needsCheck(top)) return undefined;
@@ -226,6 +227,8 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
   suspect(): void {
     this.#generation++;
     this.stats.suspensions++;
+    this.#config.log?.('the process was suspended or stalled; every idle connection will be checked before reuse');
+    this.#events.emit('suspend');
   }
 
   died(connection: PgConnection, error: Error): void {

@@ -1,7 +1,8 @@
 /**
  * Chaos workload, run as a child process so a crash (pg.Pool's checked-out client dying with no
  * listener) is a real non-zero exit. Env: LIB (pg-lifeline | pg), CONN (JSON client config),
- * DURATION_MS, WORKERS, OP_DEADLINE_MS, IDLE_GAPS, TX_PAUSE, QUERY_TIMEOUT_MS, ID_PREFIX, CHAOS_LIFELINE.
+ * DURATION_MS, WORKERS, OP_DEADLINE_MS, IDLE_GAPS, TX_PAUSE, QUERY_TIMEOUT_MS, ID_PREFIX, CHAOS_LIFELINE,
+ * CHAOS_POOL_OPTIONS (JSON merged into pg-lifeline's options only, for experiments).
  * Protocol: prints CHAOS-READY on stderr, starts on a `start` line on stdin, takes `fault-end`
  * lines while running, then prints one JSON report line on stdout and exits 0.
  */
@@ -75,7 +76,8 @@ const poolConfig = {
   application_name: `chaos-${LIB}`,
   ...(QUERY_TIMEOUT_MS === undefined ? {} : { query_timeout: QUERY_TIMEOUT_MS }),
 };
-const pool = (LIB === 'pg' ? new pg.Pool(poolConfig) : new lifeline.Pool(poolConfig)) as unknown as ChaosPool;
+const extra = LIB === 'pg-lifeline' ? (JSON.parse(env['CHAOS_POOL_OPTIONS'] ?? '{}') as object) : {};
+const pool = (LIB === 'pg' ? new pg.Pool(poolConfig) : new lifeline.Pool({ ...poolConfig, ...extra })) as unknown as ChaosPool;
 if (LIB === 'pg') pool.on('error', () => report.poolErrors++); // as pg's docs tell every app to
 pool.on('retry', () => report.retryEvents++);
 
