@@ -24,7 +24,7 @@ export interface PoolOptions extends Omit<pg.PoolConfig, 'Client' | 'onConnect'>
   /**
    * Longest one attempt to open a connection may take (TCP, TLS, authentication). Shorter than
    * the acquire deadline (`connectionTimeoutMillis`), so an attempt lost to a dead network leaves
-   * time for another. Default 10000, and never more than `connectionTimeoutMillis`.
+   * time for another. Default: a third of `connectionTimeoutMillis` (at least 1000, at most 10000).
    */
   connectAttemptTimeoutMillis?: number | undefined;
   /** Longest a checkout probe may take before the connection is discarded. Default 3000. */
@@ -177,7 +177,8 @@ export function resolveConfig(options: PoolOptions | null | undefined): Resolved
   const min = int('min', o.min, 0, 0, max);
   const idleTimeoutMillis = o.idleTimeoutMillis === null ? 0 : int('idleTimeoutMillis', o.idleTimeoutMillis, 10_000, 0, MAX_TIMER);
   const connectionTimeoutMillis = int('connectionTimeoutMillis', o.connectionTimeoutMillis, DEFAULT_CONNECTION_TIMEOUT, 0, MAX_TIMER);
-  const attemptDefault = connectionTimeoutMillis === 0 ? 10_000 : Math.min(10_000, connectionTimeoutMillis);
+  // A third of the acquire deadline (at most 10 s), so an attempt lost to a dead network leaves room for two more.
+  const attemptDefault = connectionTimeoutMillis === 0 ? 10_000 : Math.min(10_000, connectionTimeoutMillis, Math.max(1000, Math.round(connectionTimeoutMillis / 3)));
   const connectAttemptTimeoutMillis = int('connectAttemptTimeoutMillis', o.connectAttemptTimeoutMillis, attemptDefault, 1, connectionTimeoutMillis || MAX_TIMER);
   const maxUses = o.maxUses === Infinity ? Infinity : int('maxUses', o.maxUses, Infinity, 1, Number.MAX_SAFE_INTEGER);
   const maxLifetimeSeconds = num('maxLifetimeSeconds', o.maxLifetimeSeconds, 1800, 0, MAX_TIMER / 1000);

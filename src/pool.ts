@@ -167,7 +167,8 @@ export class Pool extends PgPool {
   async transaction<T>(fn: (client: LeasedClient) => Promise<T> | T, options?: TransactionOptions): Promise<T> {
     const begin = beginStatement(options);
     const retry = options?.retry ?? false;
-    const settings = { track: this.#config.resolveCommitOutcome, retry: retry !== false, signal: options?.signal };
+    // A READ ONLY transaction cannot write, so there is no outcome to track.
+    const settings = { track: this.#config.resolveCommitOutcome && options?.readOnly !== true, retry: retry !== false, signal: options?.signal };
     const once = (): Promise<Attempt<T>> => attemptTransaction(this.#transactions, begin, fn as (client: pg.PoolClient) => Promise<T> | T, settings);
     this.#manager.retrier.earn();
     const first = await once();

@@ -26,11 +26,12 @@ export type CommitResolution =
 export type ResolverQuery = (sql: string, values: unknown[], deadline: number) => Promise<Record<string, unknown>[]>;
 
 /**
- * Run in the transaction just before COMMIT: its xid (assigned only if it wrote) and, if it has
- * one, the server's identity. Reading the identity only for writers keeps read-only transactions,
- * on standbys too, to the one cheap function call.
+ * Run in the transaction just before COMMIT: its xid, assigned only if it wrote. The server's
+ * identity cannot change under an open connection, so it is read once per connection, with the
+ * first xid (only writers need it, and standbys cannot answer it).
  */
-export const TICKET_SQL =
+export const TICKET_SQL = 'SELECT pg_current_xact_id_if_assigned()::text AS xid';
+export const TICKET_WITH_SERVER_SQL =
   'SELECT x::text AS xid, ' +
   'CASE WHEN x IS NOT NULL THEN substr(pg_walfile_name(pg_current_wal_insert_lsn()), 1, 8) END AS timeline, ' +
   'CASE WHEN x IS NOT NULL THEN (SELECT system_identifier FROM pg_control_system())::text END AS system ' +

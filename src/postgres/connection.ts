@@ -1,5 +1,6 @@
 import pg from 'pg';
 import type { ResolvedConfig } from '../config.js';
+import type { ServerIdentity } from './commit-resolver.js';
 import { PooledResource, now } from '../core/resource-pool.js';
 import { minusJitter } from '../core/backoff.js';
 import { destroySocket, transactionStatusReader, type TransactionStatus } from './internals.js';
@@ -37,6 +38,8 @@ export class PgConnection extends PooledResource {
   failure: Error | undefined;
   /** Whether this connection's death has already made the server suspect (once per connection). */
   failureNoted = false;
+  /** Which server this is (system id and timeline), learned with its first tracked commit. */
+  server: ServerIdentity | undefined;
   readonly transactionStatus: () => TransactionStatus;
   readonly #owner: ConnectionOwner;
   readonly #bound = new Map<(...args: never[]) => unknown, unknown>();

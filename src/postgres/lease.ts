@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import { ClientReleasedError, DoubleReleaseError, type ConnectionFacts } from '../errors.js';
+import type { ServerIdentity } from './commit-resolver.js';
 import type { PgConnection } from './connection.js';
 import { backendPid } from './internals.js';
 
@@ -48,6 +49,15 @@ export class Lease implements ProxyHandler<pg.Client> {
   /** The server process behind this connection. */
   backendPid(): number {
     return backendPid(this.#connection.client);
+  }
+
+  /** The server's identity, once learned on this connection. */
+  server(): ServerIdentity | undefined {
+    return this.#connection.server;
+  }
+
+  rememberServer(server: ServerIdentity): void {
+    this.#connection.server = server;
   }
 
   /** Age and idle time of the connection, for error messages. */

@@ -25,9 +25,10 @@ export interface EvictionEvent {
   readonly error: unknown;
 }
 
-// Opening backs off from this step up to this ceiling while the server refuses.
+// Opening backs off from this step up to this ceiling while the server refuses. Only one attempt
+// is in flight while failing, so a low ceiling costs little and shortens recovery.
 const RETRY_BASE_MILLIS = 25;
-const RETRY_CAP_MILLIS = 1000;
+const RETRY_CAP_MILLIS = 250;
 
 /**
  * PostgreSQL policy over the generic pool: which connections may be handed out (validation,

@@ -2,7 +2,7 @@ import type pg from 'pg';
 import { now } from '../core/resource-pool.js';
 import { CommitOutcomeUnknownError, ConfigError, ConnectionLostError, TransactionRolledBackError, sqlStateOf } from '../errors.js';
 import { classifyFailure, isConnectionError } from './classify.js';
-import { resolveCommit, TICKET_SQL, type CommitResolution, type CommitTicket, type ResolverQuery } from './commit-resolver.js';
+import { resolveCommit, TICKET_SQL, TICKET_WITH_SERVER_SQL, type CommitResolution, type CommitTicket, type ResolverQuery } from './commit-resolver.js';
 import type { Lease } from './lease.js';
 import type { Attempt } from './retrier.js';
 
@@ -80,7 +80,7 @@ export async function attemptTransaction<T>(
     await client.query(begin);
     value = await fn(client);
     if (options.track) {
-      ticket = await readTicket(client, lease.backendPid());
+      ticket = await readTicket(lease);
       tracked = ticket !== undefined;
     }
     committing = true;
@@ -108,9 +108,10 @@ export async function attemptTransaction<T>(
   }
 }
 
-async function readTicket(client: pg.PoolClient, backendPid: number): Promise<CommitTicket | undefined> {
-  type Row = { xid: string | null; timeline: string | null; system: string | null };
-  const rows = await client.query<Row>(TICKET_SQL).then(
+async function readTicket(lease: Lease): Promise<CommitTicket | undefined> {
+  type Row = { xid: string | null; timeline?: string | null; system?: string | null };
+  const known = lease.server();
+  const rows = await lease.client.query<Row>(known === undefined ? TICKET_WITH_SERVER_SQL : TICKET_SQL).then(
     (result) => result.rows,
     (error: unknown) => {
       // 25P02: the transaction already failed, so COMMIT will answer ROLLBACK; nothing to track.
@@ -121,8 +122,12 @@ async function readTicket(client: pg.PoolClient, backendPid: number): Promise<Co
   if (rows === undefined) return undefined;
   const row = rows[0];
   const xid = row?.xid ?? null;
-  const server = row?.timeline != null && row.system != null ? { system: row.system, timeline: row.timeline } : undefined;
-  return { xid, server, backendPid };
+  let server = known;
+  if (server === undefined && row?.timeline != null && row.system != null) {
+    server = { system: row.system, timeline: row.timeline };
+    lease.rememberServer(server);
+  }
+  return { xid, server, backendPid: lease.backendPid() };
 }
 
 // The transaction did not commit, whatever a statement inside it reported: say so plainly.
