@@ -33,7 +33,8 @@ async function worker(name: string, pool: pg.Pool): Promise<void> {
   const tally = tallies.get(name) as Tally;
   while (running) {
     try {
-      await pool.query('SELECT 1');
+      // A read: safe to repeat, so pg-lifeline may retry it (pg ignores the flag).
+      await pool.query({ text: 'SELECT 1', idempotent: true } as pg.QueryConfig);
       tally.ok++;
     } catch (error) {
       const e = error as Error & { code?: string };
@@ -66,7 +67,7 @@ try {
     for (const [message, count] of tally.errors) console.log(`      ${count} x ${message}`);
   }
   console.log(`\npg-lifeline stats: ${JSON.stringify(lifeline.stats().evictions)}`);
-  console.log('Queries running at the instant of a kill can still fail here; automatic retry of safe work comes next.');
+  console.log('pg-lifeline retried the reads that a kill or the restart cut off; see docs/retry.md for what is retried and what never is.');
 } finally {
   await Promise.allSettled([plain.end(), lifeline.end()]);
   await cluster.destroy();
