@@ -62,6 +62,18 @@ describe('classification of real server errors', () => {
     });
   }
 
+  test("pg.Pool's own acquire timeout reads as unreachable", async () => {
+    const plain = new pg.Pool({ ...cluster.clientConfig(), max: 1, connectionTimeoutMillis: 50 });
+    const held = await plain.connect();
+    try {
+      const error = await plain.connect().then(() => assert.fail('should time out'), (e: unknown) => e);
+      assert.equal(classifyFailure(error), 'unreachable');
+    } finally {
+      held.release();
+      await plain.end();
+    }
+  });
+
   test('auth and unknown database are permanent connect errors; a syntax error is not a connection error', async () => {
     assert.ok(isPermanentConnectError(await errorOf('SELECT 1', { user: 'no_such_role' })));
     assert.ok(isPermanentConnectError(await errorOf('SELECT 1', { database: 'no_such_db' })));

@@ -101,6 +101,23 @@ describe('statements', () => {
     }
   });
 
+  test('an aborted signal stops the retry: the failure reaches the caller', async () => {
+    const { pool, app } = makePool();
+    try {
+      const controller = new AbortController();
+      const settled = pool.query({ text: 'SELECT pg_sleep(5)', idempotent: true, signal: controller.signal }).then((value) => ({ value }), (error: unknown) => ({ error }));
+      await waitFor('the statement to run', async () => (await activeQueries(app)) === 1);
+      // The running statement is not interrupted by the signal; the retry after its failure is.
+      controller.abort(new Error('caller gave up'));
+      await cluster.terminateBackends(app);
+      const result = (await settled) as { error?: unknown };
+      assert.ok(result.error instanceof Error, 'the failure is not retried');
+      assert.equal(pool.stats().retries, 0);
+    } finally {
+      await pool.end();
+    }
+  });
+
   test('SQL errors are never retried', async () => {
     const { pool } = makePool();
     try {

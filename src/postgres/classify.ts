@@ -83,6 +83,8 @@ export function classifyFailure(err: unknown): FailureKind {
   if (UNREACHABLE_CODES.has(code)) return 'unreachable';
   if (SOCKET_CODES.has(code) || code.startsWith('ERR_SSL')) return 'connection-lost';
   if (DEAD_CONNECTION_MESSAGES.some((text) => e.message.startsWith(text))) return e.message.includes('support SSL') ? 'tls' : 'connection-lost';
+  // pg.Pool's own acquire timeout, for apps that classify errors from both pools.
+  if (e.message.startsWith('timeout exceeded when trying to connect')) return 'unreachable';
   return 'unknown';
 }
 
