@@ -26,13 +26,15 @@ export type CommitResolution =
 export type ResolverQuery = (sql: string, values: unknown[], deadline: number) => Promise<Record<string, unknown>[]>;
 
 /**
- * Run in the transaction just before COMMIT: its xid, assigned only if it wrote. The server's
+ * Run in the transaction just before COMMIT: its xid, assigned only if it wrote, and the server
+ * process running it. That pid comes from the server, not the client: behind PgBouncer the
+ * client's pid is the pooler's own invention and could name an unrelated backend. The server's
  * identity cannot change under an open connection, so it is read once per connection, with the
  * first xid (only writers need it, and standbys cannot answer it).
  */
-export const TICKET_SQL = 'SELECT pg_current_xact_id_if_assigned()::text AS xid';
+export const TICKET_SQL = 'SELECT pg_current_xact_id_if_assigned()::text AS xid, pg_backend_pid() AS pid';
 export const TICKET_WITH_SERVER_SQL =
-  'SELECT x::text AS xid, ' +
+  'SELECT x::text AS xid, pg_backend_pid() AS pid, ' +
   'CASE WHEN x IS NOT NULL THEN substr(pg_walfile_name(pg_current_wal_insert_lsn()), 1, 8) END AS timeline, ' +
   'CASE WHEN x IS NOT NULL THEN (SELECT system_identifier FROM pg_control_system())::text END AS system ' +
   'FROM pg_current_xact_id_if_assigned() AS x';

@@ -46,12 +46,6 @@ export function transactionStatusReader(client: pg.Client): () => TransactionSta
   return () => status;
 }
 
-/** The server process id of the client's session (0 before it connected). */
-export function backendPid(client: pg.Client): number {
-  const pid = (client as unknown as ClientInternals).processID;
-  return typeof pid === 'number' ? pid : 0;
-}
-
 /** True when a query is running or queued: such a client cannot be handed to anyone else. */
 export function hasQueryInFlight(client: pg.Client): boolean {
   const c = client as unknown as ClientInternals;

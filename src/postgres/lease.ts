@@ -2,7 +2,6 @@ import type pg from 'pg';
 import { ClientReleasedError, DoubleReleaseError, type ConnectionFacts } from '../errors.js';
 import type { ServerIdentity } from './commit-resolver.js';
 import type { PgConnection } from './connection.js';
-import { backendPid } from './internals.js';
 
 /** What a lease needs from the pool. */
 export interface LeaseOwner {
@@ -44,11 +43,6 @@ export class Lease implements ProxyHandler<pg.Client> {
 
   get released(): boolean {
     return this.#released;
-  }
-
-  /** The server process behind this connection. */
-  backendPid(): number {
-    return backendPid(this.#connection.client);
   }
 
   /** The server's identity, once learned on this connection. */

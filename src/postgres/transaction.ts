@@ -109,7 +109,7 @@ export async function attemptTransaction<T>(
 }
 
 async function readTicket(lease: Lease): Promise<CommitTicket | undefined> {
-  type Row = { xid: string | null; timeline?: string | null; system?: string | null };
+  type Row = { xid: string | null; pid: number; timeline?: string | null; system?: string | null };
   const known = lease.server();
   const rows = await lease.client.query<Row>(known === undefined ? TICKET_WITH_SERVER_SQL : TICKET_SQL).then(
     (result) => result.rows,
@@ -127,7 +127,7 @@ async function readTicket(lease: Lease): Promise<CommitTicket | undefined> {
     server = { system: row.system, timeline: row.timeline };
     lease.rememberServer(server);
   }
-  return { xid, server, backendPid: lease.backendPid() };
+  return { xid, server, backendPid: row?.pid ?? 0 };
 }
 
 // The transaction did not commit, whatever a statement inside it reported: say so plainly.
