@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import { ConfigError } from './errors.js';
+import { resolveHosts, type HostSettings, type TargetSessionAttrs } from './postgres/hosts.js';
 
 /** A pg client constructor, such as `pg.Client` or a subclass of it. */
 export type ClientConstructor = new (config?: pg.ClientConfig) => pg.Client;
@@ -64,6 +65,21 @@ export interface PoolOptions extends Omit<pg.PoolConfig, 'Client' | 'onConnect'>
    * round trip per `pool.transaction`, to learn its transaction id first). Default true.
    */
   resolveCommitOutcome?: boolean | undefined;
+  /**
+   * Servers to try in order, instead of (or as well as) a multi-host `host` / `connectionString`.
+   * The connection string forms `postgres://h1:5432,h2:5433/db` and `host=h1,h2 port=5432,5433` work too.
+   */
+  hosts?: readonly { readonly host: string; readonly port?: number | undefined }[] | undefined;
+  /**
+   * Which server role a connection must reach, as libpq's `target_session_attrs` (also read from the
+   * connection string): any, read-write, read-only, primary, standby, prefer-standby, prefer-primary.
+   * Default 'any'.
+   */
+  targetSessionAttrs?: TargetSessionAttrs | undefined;
+  /** 'random' shuffles the hosts for each new connection, as libpq's `load_balance_hosts`. Default 'disable'. */
+  loadBalanceHosts?: 'random' | 'disable' | undefined;
+  /** A host that failed is tried last for this long (Npgsql's Host Recheck Seconds). Default 10000. */
+  hostRecheckMillis?: number | undefined;
 }
 
 /** Retry settings (the `retry` option). */
@@ -155,6 +171,9 @@ export interface ResolvedConfig extends Pick<ResolvedPoolOptions, PoolSetting> {
   readonly Promise: PromiseConstructorLike | undefined;
   /** What each new client is constructed with: the user's options plus pool-level defaults. */
   readonly clientOptions: Readonly<ResolvedPoolOptions>;
+  /** The servers to try and the role they must have. */
+  readonly hosts: HostSettings;
+  readonly hostRecheckMillis: number;
 }
 
 const MAX_TIMER = 2_147_483_647;
@@ -208,15 +227,18 @@ export function resolveConfig(options: PoolOptions | null | undefined): Resolved
     resolveCommitOutcome: bool('resolveCommitOutcome', o.resolveCommitOutcome, true),
     query_timeout: int('query_timeout', o.query_timeout, 0, 0, MAX_TIMER),
   };
+  const clientOptions = Object.freeze(hideSecrets({ ...o, ...resolved }));
   return Object.freeze({
     ...resolved,
+    hosts: resolveHosts(clientOptions as typeof clientOptions & Record<string, unknown>),
+    hostRecheckMillis: int('hostRecheckMillis', o.hostRecheckMillis, 10_000, 0, MAX_TIMER),
     maxLifetimeMillis: maxLifetimeSeconds * 1000,
     Client: fn('Client', o.Client),
     onConnect: fn('onConnect', o.onConnect),
     verify: fn('verify', o.verify),
     log: fn('log', o.log),
     Promise: fn('Promise', o.Promise),
-    clientOptions: Object.freeze(hideSecrets({ ...o, ...resolved })),
+    clientOptions,
   });
 }
 

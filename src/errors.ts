@@ -15,6 +15,7 @@ export type LifelineErrorCode =
   | 'PGL_COMMIT_OUTCOME_UNKNOWN'
   | 'PGL_QUERY_TIMEOUT'
   | 'PGL_SERVER_UNAVAILABLE'
+  | 'PGL_NO_MATCHING_HOST'
   | 'PGL_CLIENT_RELEASED'
   | 'PGL_DOUBLE_RELEASE'
   | 'PGL_TRANSACTION_ROLLED_BACK';
@@ -230,6 +231,24 @@ export class ServerUnavailableError extends LifelineError {
         `set; the pool keeps probing in the background and serves requests again as soon as it answers.`,
       { cause },
     );
+  }
+}
+
+/**
+ * Every host answered, but none had the role `target_session_attrs` asks for (no primary during
+ * a failover, say). The pool keeps trying until the acquire deadline, since a promotion may be
+ * moments away.
+ */
+export class NoMatchingHostError extends LifelineError {
+  readonly code = 'PGL_NO_MATCHING_HOST';
+  readonly targetSessionAttrs: string;
+
+  constructor(targetSessionAttrs: string, hosts: readonly { readonly key: string }[]) {
+    super(
+      `No server matched target_session_attrs=${targetSessionAttrs} among ${hosts.map((h) => h.key).join(', ')}. ` +
+        `During a failover this passes once a standby is promoted; otherwise check the host list and the servers' roles.`,
+    );
+    this.targetSessionAttrs = targetSessionAttrs;
   }
 }
 

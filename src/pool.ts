@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import pg from 'pg';
 import { resolveConfig, type ClientConstructor, type PoolOptions, type ResolvedConfig, type ResolvedPoolOptions } from './config.js';
 import { AbortedError, PoolEndedError } from './errors.js';
-import { isConnectionError, isSafeToRetry } from './postgres/classify.js';
+import { isConnectionError } from './postgres/classify.js';
 import { Lease } from './postgres/lease.js';
 import { ConnectionManager } from './postgres/manager.js';
 import type { Attempt } from './postgres/retrier.js';
@@ -202,6 +202,7 @@ export class Pool extends PgPool {
     resolverQuery: (sql, values, deadline) => this.#manager.resolverQuery(sql, values, deadline),
     resolveDeadline: () => deadlineIn(this.#config.connectionTimeoutMillis),
     resolved: (resolution) => this.#manager.resolved(resolution),
+    retryable: (error) => this.#manager.retryableTransaction(error),
   };
 
   async #lease(signal: AbortSignal | undefined): Promise<Lease> {
@@ -236,7 +237,7 @@ export class Pool extends PgPool {
     } catch (error) {
       manager.checkin(connection, isConnectionError(error) ? error : undefined);
       const timeout = (text as { query_timeout?: number } | null)?.query_timeout;
-      return { ok: false, error: manager.translate(error, connection, true, timeout), retry: isSafeToRetry(error, { sent: true, idempotent }) };
+      return { ok: false, error: manager.translate(error, connection, true, timeout), retry: manager.retryable(error, { sent: true, idempotent }) };
     }
   }
 

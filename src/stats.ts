@@ -11,7 +11,8 @@ export type EvictionReason =
   | 'dirty-session'
   | 'query-in-flight'
   | 'pool-ended'
-  | 'shutdown-timeout';
+  | 'shutdown-timeout'
+  | 'role-changed';
 
 const REASONS: readonly EvictionReason[] = [
   'died',
@@ -24,6 +25,7 @@ const REASONS: readonly EvictionReason[] = [
   'query-in-flight',
   'pool-ended',
   'shutdown-timeout',
+  'role-changed',
 ];
 
 /** A snapshot of the pool, from `pool.stats()`. */

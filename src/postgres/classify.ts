@@ -79,6 +79,7 @@ export function classifyFailure(err: unknown): FailureKind {
     return CONNECTION_ENDING.has(inner) ? inner : 'connection-lost';
   }
   if (code === 'PGL_QUERY_TIMEOUT' || e.message === 'Query read timeout') return 'query-timeout';
+  if (code === 'PGL_NO_MATCHING_HOST') return 'unreachable';
   if (CERT_CODES.has(code)) return 'tls';
   if (UNREACHABLE_CODES.has(code)) return 'unreachable';
   if (SOCKET_CODES.has(code) || code.startsWith('ERR_SSL')) return 'connection-lost';
@@ -141,6 +142,11 @@ const TRANSIENT: ReadonlySet<FailureKind> = new Set(['connection-lost', 'idle-se
  * outcome is unknown only when the statement is idempotent (running it twice is harmless).
  */
 export function isSafeToRetry(err: unknown, options: { sent: boolean; idempotent: boolean }): boolean {
-  if (!TRANSIENT.has(classifyFailure(err))) return false;
+  if (!isTransientFailure(err)) return false;
   return options.idempotent || outcomeOf(err, options.sent) === 'not-applied';
+}
+
+/** True when the failure is of a kind that a fresh try, on another connection, may get past. */
+export function isTransientFailure(err: unknown): boolean {
+  return TRANSIENT.has(classifyFailure(err));
 }

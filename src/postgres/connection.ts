@@ -1,6 +1,10 @@
 import pg from 'pg';
 import type { ResolvedConfig } from '../config.js';
 import type { ServerIdentity } from './commit-resolver.js';
+import { isPermanentConnectError } from './classify.js';
+import { ROLE_SQL, roleMatches, type HostRouter } from './host-router.js';
+import type { HostTarget } from './hosts.js';
+import { NoMatchingHostError } from '../errors.js';
 import { PooledResource, now } from '../core/resource-pool.js';
 import { minusJitter } from '../core/backoff.js';
 import { destroySocket, transactionStatusReader, type TransactionStatus } from './internals.js';
@@ -21,13 +25,16 @@ const CLOSE_GRACE_MILLIS = 1000;
  * about it. pg's own object is never given extra fields.
  */
 export class PgConnection extends PooledResource {
-  readonly client: pg.Client;
+  /** The pg client. While opening it is replaced as each host is tried; once open it never changes. */
+  client: pg.Client;
+  /** The host the client is (or is being) connected to. */
+  target: HostTarget;
   /** The pool generation this connection was last proven alive in. */
   generation: number;
   /** When the connection last proved alive (opened, used, or pinged). */
   checkedAt = this.createdAt;
-  /** When it retires for age (jittered); Infinity for never. */
-  readonly retireAt: number;
+  /** When it retires (age with jitter, or its server's role changed); Infinity for never. */
+  retireAt: number;
   /** Keepalive interval for this connection (jittered), 0 for none. */
   readonly keepaliveMillis: number;
   /** Completed checkouts. */
@@ -40,31 +47,80 @@ export class PgConnection extends PooledResource {
   failureNoted = false;
   /** Which server this is (system id and timeline), learned with its first tracked commit. */
   server: ServerIdentity | undefined;
-  readonly transactionStatus: () => TransactionStatus;
+  readonly #config: ResolvedConfig;
   readonly #owner: ConnectionOwner;
+  readonly #plan: readonly HostTarget[];
   readonly #bound = new Map<(...args: never[]) => unknown, unknown>();
+  #transactionStatus: () => TransactionStatus;
+  #fallback: { client: pg.Client; target: HostTarget } | undefined;
   #closing: Promise<void> | undefined;
 
-  constructor(config: ResolvedConfig, owner: ConnectionOwner, generation: number) {
+  /** `plan`: the hosts to try, best first (never empty). */
+  constructor(config: ResolvedConfig, owner: ConnectionOwner, generation: number, plan: readonly HostTarget[]) {
     super();
-    const Client = config.Client ?? pg.Client;
-    // pg's client reads connectionTimeoutMillis as its per-attempt bound; the pool's acquire deadline is separate.
-    this.client = new Client({ ...config.clientOptions, connectionTimeoutMillis: config.connectAttemptTimeoutMillis } as pg.ClientConfig);
-    this.generation = generation;
+    this.#config = config;
     this.#owner = owner;
+    this.#plan = plan;
+    this.generation = generation;
     this.retireAt = config.maxLifetimeMillis > 0 ? this.createdAt + minusJitter(config.maxLifetimeMillis, config.maxLifetimeJitter) : Infinity;
     this.keepaliveMillis = minusJitter(config.keepaliveIntervalMillis, 0.1);
-    this.transactionStatus = transactionStatusReader(this.client);
-    // Listening for the client's whole life is what keeps a dying connection from becoming
-    // an uncaught 'error' event that crashes the process.
-    this.client.on('error', (error: Error) => this.#die(error));
-    this.client.on('end', () => this.#die(new Error('Connection terminated unexpectedly')));
+    this.target = plan[0] as HostTarget;
+    this.client = this.#newClient(this.target);
+    this.#transactionStatus = transactionStatusReader(this.client);
   }
 
-  /** Opens the session, then runs the app's hooks; on any failure nothing is left open. */
-  async open(config: ResolvedConfig): Promise<void> {
+  /** The session's transaction status: 'I' idle, 'T' in a transaction, 'E' in a failed one. */
+  transactionStatus(): TransactionStatus {
+    return this.#transactionStatus();
+  }
+
+  /**
+   * Opens a session on the first host of the plan that answers and has the role the pool asks
+   * for, then runs the app's hooks. A permanent failure (authentication) ends the search; on any
+   * failure nothing is left open.
+   */
+  async open(router: HostRouter): Promise<void> {
+    let lastError: unknown;
+    for (const [i, target] of this.#plan.entries()) {
+      if (i > 0) this.#use(this.#newClient(target), target);
+      try {
+        await this.client.connect();
+        if (router.checksRole && !(await this.#roleFits(router))) continue;
+        await this.#finish(router);
+        return;
+      } catch (error) {
+        destroySocket(this.client);
+        router.markDown(target);
+        if (isPermanentConnectError(error)) throw error;
+        lastError = error;
+      }
+    }
+    const fallback = this.#fallback;
+    if (fallback !== undefined) {
+      // prefer-standby / prefer-primary: nothing preferred answered, so take what did.
+      this.#fallback = undefined;
+      this.#use(fallback.client, fallback.target);
+      return this.#finish(router);
+    }
+    throw lastError ?? new NoMatchingHostError(router.attrs, this.#plan);
+  }
+
+  // Keeps the client if its server has the wanted role; a prefer-* pool keeps the first other one aside.
+  async #roleFits(router: HostRouter): Promise<boolean> {
+    const row = (await this.client.query<{ standby: boolean; read_only: boolean }>(ROLE_SQL)).rows[0];
+    const role = { standby: row?.standby === true, readOnly: row?.read_only === true };
+    if (roleMatches(router.attrs, role, true)) return true;
+    router.markDown(this.target);
+    if (this.#fallback === undefined && roleMatches(router.attrs, role, false)) this.#fallback = { client: this.client, target: this.target };
+    else void this.client.end().catch(() => undefined);
+    return false;
+  }
+
+  async #finish(router: HostRouter): Promise<void> {
+    const config = this.#config;
     try {
-      await this.client.connect();
+      if (this.#fallback !== undefined) destroySocket(this.#fallback.client);
+      this.#fallback = undefined;
       if (config.onConnect !== undefined) await config.onConnect(this.client);
       const verify = config.verify;
       if (verify !== undefined) {
@@ -75,7 +131,29 @@ export class PgConnection extends PooledResource {
       destroySocket(this.client);
       throw error;
     }
+    router.markUp(this.target);
     this.checkedAt = now();
+  }
+
+  #use(client: pg.Client, target: HostTarget): void {
+    this.client = client;
+    this.target = target;
+    this.#transactionStatus = transactionStatusReader(client);
+  }
+
+  #newClient(target: HostTarget): pg.Client {
+    const Client = this.#config.Client ?? pg.Client;
+    // pg's client reads connectionTimeoutMillis as its per-attempt bound; the pool's acquire deadline is separate.
+    const client = new Client({ ...target.clientOptions, connectionTimeoutMillis: this.#config.connectAttemptTimeoutMillis } as pg.ClientConfig);
+    // Listening for the client's whole life is what keeps a dying connection from becoming an
+    // uncaught 'error' event that crashes the process. Only the current client's death counts.
+    client.on('error', (error: Error) => {
+      if (client === this.client) this.#die(error);
+    });
+    client.on('end', () => {
+      if (client === this.client) this.#die(new Error('Connection terminated unexpectedly'));
+    });
+    return client;
   }
 
   /** Age and idle time, for error messages. */
@@ -138,6 +216,7 @@ export class PgConnection extends PooledResource {
   /** Cuts the socket now (shutdown deadline, or a connection still opening). */
   destroy(): void {
     destroySocket(this.client);
+    if (this.#fallback !== undefined) destroySocket(this.#fallback.client);
   }
 
   #die(error: Error): void {

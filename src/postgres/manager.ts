@@ -3,7 +3,8 @@ import type { ResolvedConfig } from '../config.js';
 import { ResourcePool, now, type ResourceHooks, type ResourceState } from '../core/resource-pool.js';
 import { ConnectFailedError, ConnectionLostError, LifelineError, OutcomeUnknownError, QueryTimeoutError, ServerUnavailableError } from '../errors.js';
 import { StatsRecorder, type EvictionReason, type PoolStats } from '../stats.js';
-import { classifyFailure, isConnectionError, isPermanentConnectError, isServerWideFailure, outcomeOf } from './classify.js';
+import { classifyFailure, isConnectionError, isPermanentConnectError, isSafeToRetry, isServerWideFailure, isTransientFailure, outcomeOf } from './classify.js';
+import { HostRouter } from './host-router.js';
 import type { CommitResolution, ResolverQuery } from './commit-resolver.js';
 import { PgConnection, type ConnectionOwner } from './connection.js';
 import { awaitingReadyForQuery, destroySocket, hasQueryInFlight, onReadyForQuery, sendCancelRequest, setSocketRef } from './internals.js';
@@ -43,6 +44,7 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
   readonly #events: PoolEvents;
   readonly #maintenance: Maintenance;
   readonly #closing = new Set<Promise<void>>();
+  readonly #router: HostRouter;
   /** Bumped by a server-wide failure: connections of older generations are checked before use. */
   #generation = 0;
   #releaseTraces: boolean;
@@ -50,6 +52,7 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
   constructor(config: ResolvedConfig, events: PoolEvents) {
     this.#config = config;
     this.#events = events;
+    this.#router = new HostRouter(config.hosts, config.hostRecheckMillis);
     this.#releaseTraces = config.releaseTraces === true;
     this.core = new ResourcePool<PgConnection>(this, {
       max: config.max,
@@ -187,7 +190,9 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
    */
   translate(error: unknown, connection: PgConnection, sent = true, timeoutMillis = this.#config.query_timeout): unknown {
     if (error instanceof LifelineError) return error;
-    if (classifyFailure(error) === 'query-timeout') {
+    const kind = classifyFailure(error);
+    if (kind === 'read-only' && this.#router.wantsWrites) this.#roleChanged(connection);
+    if (kind === 'query-timeout') {
       // pg only stopped waiting: stop the server too, and drop a connection that may be dead.
       sendCancelRequest(connection.client);
       destroySocket(connection.client);
@@ -198,6 +203,36 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
     // closed by then, so the server-wide suspicion is raised from here too.
     this.#noteFailure(connection, error);
     return outcomeOf(error, sent) === 'unknown' ? new OutcomeUnknownError(error, connection.facts()) : new ConnectionLostError(error, connection.facts());
+  }
+
+  /**
+   * Whether work that failed with `error` may run again. Beyond the general rules, a write refused
+   * by a read-only server (25006) on a pool that wants a writable one did not apply, and runs
+   * again on the new primary.
+   */
+  retryable(error: unknown, options: { sent: boolean; idempotent: boolean }): boolean {
+    return isSafeToRetry(error, options) || this.#refusedByFormerPrimary(error);
+  }
+
+  /** Whether a transaction that certainly did not commit may run again after `error`. */
+  retryableTransaction(error: unknown): boolean {
+    return isTransientFailure(error) || this.#refusedByFormerPrimary(error);
+  }
+
+  #refusedByFormerPrimary(error: unknown): boolean {
+    return this.#router.wantsWrites && classifyFailure(error) === 'read-only';
+  }
+
+  // The server behind `connection` no longer takes writes (a failover demoted it, or a promotion
+  // happened elsewhere): stop using it until it is rechecked.
+  #roleChanged(connection: PgConnection): void {
+    this.#router.markDown(connection.target);
+    this.#config.log?.(`${connection.target.key} refused a write: no longer primary; routing new connections elsewhere`);
+    for (const other of [...this.core.resources()]) {
+      if (other.target.key !== connection.target.key || other.state === 'opening') continue;
+      if (other.state === 'idle') this.evict(other, 'role-changed', undefined);
+      else other.retireAt = 0;
+    }
   }
 
   retried(event: RetryEvent): void {
@@ -262,12 +297,12 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
   // ---- ResourceHooks ----
 
   make(): PgConnection {
-    return new PgConnection(this.#config, this, this.#generation);
+    return new PgConnection(this.#config, this, this.#generation, this.#router.plan());
   }
 
   async open(connection: PgConnection): Promise<void> {
     try {
-      await connection.open(this.#config);
+      await connection.open(this.#router);
     } catch (error) {
       this.stats.connectErrors++;
       this.#config.log?.('could not open a connection', error);

@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { now } from '../core/resource-pool.js';
 import { CommitOutcomeUnknownError, ConfigError, ConnectionLostError, TransactionRolledBackError, sqlStateOf } from '../errors.js';
-import { classifyFailure, isConnectionError } from './classify.js';
+import { isConnectionError } from './classify.js';
 import { resolveCommit, TICKET_SQL, TICKET_WITH_SERVER_SQL, type CommitResolution, type CommitTicket, type ResolverQuery } from './commit-resolver.js';
 import type { Lease } from './lease.js';
 import type { Attempt } from './retrier.js';
@@ -53,10 +53,13 @@ export interface TransactionHost {
   /** How long to keep asking whether a COMMIT went through. */
   resolveDeadline(): number;
   resolved(resolution: CommitResolution): void;
+  /**
+   * Whether a transaction that failed with `error` before committing may run again. It never
+   * committed, so only the failure's kind matters (a transient failure, or a write refused by a
+   * server that is no longer primary), never whether a statement had been sent.
+   */
+  retryable(error: unknown): boolean;
 }
-
-// Failure kinds after which the transaction certainly did not commit and a fresh try may work.
-const RETRYABLE = new Set(['connection-lost', 'idle-session-ended', 'server-starting', 'too-many-connections', 'unreachable', 'query-timeout', 'serialization', 'deadlock']);
 
 /**
  * One try of a transaction: BEGIN, `fn`, COMMIT. If the connection dies during COMMIT and
@@ -92,7 +95,7 @@ export async function attemptTransaction<T>(
     // Give the dead connection back first: the resolver needs a connection, maybe this very slot.
     // A live one still inside the transaction is rolled back by the pool before reuse.
     if (!lease.released) lease.release(lost ? error : undefined);
-    const retry = options.retry && RETRYABLE.has(classifyFailure(error));
+    const retry = options.retry && host.retryable(error);
     if (!committing || !lost) return { ok: false, error: lost ? notApplied(error, lease) : error, retry };
     if (!tracked || ticket === undefined) {
       return { ok: false, error: new CommitOutcomeUnknownError(undefined, 'resolveCommitOutcome is off, so the transaction id was not recorded', error), retry: false };

@@ -140,11 +140,14 @@ const LOG = 'INSERT INTO transfer_log(transfer_id) VALUES ($1)';
 const PAUSE = 'SELECT pg_sleep(0.01)';
 
 /** The transfer's statements; `phase` tells the pg path whether COMMIT was in flight when it failed. */
+// Rows are locked in id order, as a real app does to avoid deadlocks: the suite injects
+// connection faults, and a deadlock storm between its own loops would measure something else.
 async function transferBody(client: pg.PoolClient, from: number, to: number, id: string): Promise<void> {
-  await client.query(DEBIT, [from]);
-  if (TX_PAUSE) await client.query(PAUSE);
-  await client.query(CREDIT, [to]);
-  if (TX_PAUSE) await client.query(PAUSE);
+  const steps: [string, number][] = from < to ? [[DEBIT, from], [CREDIT, to]] : [[CREDIT, to], [DEBIT, from]];
+  for (const [sql, account] of steps) {
+    await client.query(sql, [account]);
+    if (TX_PAUSE) await client.query(PAUSE);
+  }
   await client.query(LOG, [id]);
 }
 

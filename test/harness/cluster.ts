@@ -1,11 +1,12 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { chmod, chown, copyFile, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
+import { appendFile, chmod, chown, copyFile, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { copyTree, postgresOwner, runTool, template, toolCommand } from './pgbin.js';
+import type { Owner } from './pgbin.js';
 import { waitFor } from './wait.js';
 
 /** application_name of the harness's own admin connections, so they are never counted or killed. */
@@ -18,7 +19,12 @@ export interface ClusterOptions {
   settings?: Record<string, string | number | boolean>;
   /** Turn on ssl=on with these files (copied into the data dir). */
   ssl?: { certFile: string; keyFile: string };
+  /** Extra pg_hba.conf lines, appended after the template's (first match wins). */
+  hba?: string[];
 }
+
+/** Fills an empty data dir (owned by the postgres OS user when root) in place of the template copy. */
+export type DataDirFiller = (dataDir: string) => Promise<void>;
 
 async function freePort(): Promise<number> {
   const server = createServer();
@@ -108,10 +114,27 @@ export class PgCluster {
 
   static async start(options: ClusterOptions = {}): Promise<PgCluster> {
     const source = await template();
+    return PgCluster.#create((dataDir, owner) => copyTree(source, dataDir, owner), options);
+  }
+
+  /**
+   * Like start(), but `fill` writes the data dir (e.g. pg_basebackup of another cluster) instead of
+   * copying the template. Whatever postgresql.conf `fill` leaves is kept; the harness settings, this
+   * cluster's own socket dir and a fresh port are appended after it, so they win. postgresql.auto.conf
+   * (e.g. primary_conninfo from pg_basebackup -R) is left alone.
+   */
+  static async startFromDataDir(fill: DataDirFiller, options: ClusterOptions = {}): Promise<PgCluster> {
+    return PgCluster.#create((dataDir) => fill(dataDir), options);
+  }
+
+  static async #create(
+    fill: (dataDir: string, owner: Owner | null) => Promise<void>,
+    options: ClusterOptions,
+  ): Promise<PgCluster> {
     const cluster = new PgCluster(await mkdtemp(path.join(os.tmpdir(), 'pg-lifeline-')));
     PgCluster.#track(cluster); // in the same tick as mkdtemp, so the exit hook always knows the dir
     try {
-      await cluster.#init(source, options);
+      await cluster.#init(fill, options);
       await cluster.#startOnFreePort();
     } catch (error) {
       await cluster.destroy();
@@ -154,10 +177,14 @@ export class PgCluster {
     PgCluster.#live.clear();
   }
 
-  async #init(source: string, options: ClusterOptions): Promise<void> {
+  async #init(fill: (dataDir: string, owner: Owner | null) => Promise<void>, options: ClusterOptions): Promise<void> {
     const owner = await postgresOwner();
     if (owner) await chown(this.dataDir, owner.uid, owner.gid);
-    await copyTree(source, this.dataDir, owner);
+    await fill(this.dataDir, owner);
+    if (options.hba?.length) {
+      // Appending keeps the file's owner and mode.
+      await appendFile(path.join(this.dataDir, 'pg_hba.conf'), `\n# pg-lifeline harness\n${options.hba.join('\n')}\n`);
+    }
     const settings: Record<string, string | number | boolean> = {
       unix_socket_directories: this.dataDir,
       listen_addresses: '127.0.0.1',
