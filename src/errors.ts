@@ -38,7 +38,7 @@ export class ConfigError extends LifelineError {
   readonly option: string;
 
   constructor(option: string, expected: string, received: unknown) {
-    super(`Invalid pool option \`${option}\`: expected ${expected}, got ${describe(received)}.`);
+    super(`Invalid option \`${option}\`: expected ${expected}, got ${describe(received)}.`);
     this.option = option;
   }
 }

@@ -39,11 +39,11 @@ export const TICKET_WITH_SERVER_SQL =
   'CASE WHEN x IS NOT NULL THEN (SELECT system_identifier FROM pg_control_system())::text END AS system ' +
   'FROM pg_current_xact_id_if_assigned() AS x';
 
-const STATUS_SQL =
-  'SELECT pg_xact_status($1::xid8) AS status, ' +
-  'substr(pg_walfile_name(pg_current_wal_insert_lsn()), 1, 8) AS timeline, ' +
-  '(SELECT system_identifier FROM pg_control_system())::text AS system, ' +
-  "(SELECT state FROM pg_stat_activity WHERE pid = $2) AS backend_state";
+const IDENTITY_SQL =
+  'SELECT substr(pg_walfile_name(pg_current_wal_insert_lsn()), 1, 8) AS timeline, ' +
+  '(SELECT system_identifier FROM pg_control_system())::text AS system';
+
+const STATUS_SQL = "SELECT pg_xact_status($1::xid8) AS status, (SELECT state FROM pg_stat_activity WHERE pid = $2) AS backend_state";
 
 // Ends the old backend when it sits idle inside the transaction: our COMMIT never reached it, and
 // ending it is what turns "in progress" into a definite abort.
@@ -57,24 +57,41 @@ export async function resolveCommit(ticket: CommitTicket & { xid: string }, quer
   let lastError: unknown;
   for (let attempt = 0; now() < deadline; attempt++) {
     try {
-      const [row] = await query(STATUS_SQL, [ticket.xid, ticket.backendPid], deadline);
-      if (row === undefined) return { status: 'unknown', why: 'the server returned nothing' };
-      if (ticket.server !== undefined && (row['system'] !== ticket.server.system || row['timeline'] !== ticket.server.timeline)) {
-        return { status: 'unknown', why: `the server is not the one the transaction ran on (timeline ${String(row['timeline'])}, was ${ticket.server.timeline}): a failover` };
-      }
-      const status = row['status'];
-      if (status === 'committed') return { status };
-      if (status === 'aborted') return { status };
-      if (status === null) return { status: 'unknown', why: 'the transaction id is too old for the server to remember' };
-      if (row['backend_state'] === 'idle in transaction') await query(END_WAITING_BACKEND_SQL, [ticket.backendPid], deadline);
+      const answer = await ask(ticket, query, deadline);
+      if (answer !== undefined) return answer;
     } catch (error) {
-      if (error instanceof Error && /is in the future/.test(error.message)) {
-        return { status: 'unknown', why: 'the transaction id does not exist on this server: a different server (failover?)', cause: error };
-      }
       lastError = error;
     }
     const wait = Math.min(fullJitterDelay(attempt, 20, 1000), Math.max(0, deadline - now()));
     await new Promise((resolve) => setTimeout(resolve, wait));
   }
   return { status: 'unknown', why: 'the server could not be asked in time', cause: lastError };
+}
+
+// One round of questions; undefined means "still in progress, ask again".
+async function ask(ticket: CommitTicket & { xid: string }, query: ResolverQuery, deadline: number): Promise<CommitResolution | undefined> {
+  const [server] = await query(IDENTITY_SQL, [], deadline);
+  if (ticket.server !== undefined && server?.['system'] !== ticket.server.system) {
+    return { status: 'unknown', why: 'the server answering is a different database cluster' };
+  }
+  const sameTimeline = ticket.server === undefined || server?.['timeline'] === ticket.server.timeline;
+  let row: Record<string, unknown> | undefined;
+  try {
+    [row] = await query(STATUS_SQL, [ticket.xid, ticket.backendPid], deadline);
+  } catch (error) {
+    // This server's history never reached that transaction id: it was never committed here (not
+    // flushed before a crash, or not replicated before a promotion).
+    if (error instanceof Error && /is in the future/.test(error.message)) return { status: 'aborted' };
+    throw error;
+  }
+  if (!sameTimeline) {
+    // A promoted standby continues the id sequence, so an id it knows may be another transaction's.
+    return { status: 'unknown', why: `the server was promoted since (timeline ${String(server?.['timeline'])}, was ${ticket.server?.timeline}), and the id may have been reused` };
+  }
+  const status = row?.['status'];
+  if (status === 'committed') return { status };
+  if (status === 'aborted') return { status };
+  if (status === null) return { status: 'unknown', why: 'the transaction id is too old for the server to remember' };
+  if (row?.['backend_state'] === 'idle in transaction') await query(END_WAITING_BACKEND_SQL, [ticket.backendPid], deadline);
+  return undefined;
 }

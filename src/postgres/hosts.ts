@@ -137,12 +137,13 @@ function parseHostList(hostList: string, defaultPort: number): { host: string; p
 // (sslmode, application_name, options...) keeps pg's own meaning.
 function keywordsToUrl(text: string): string {
   const values = new Map<string, string>();
-  const pattern = /\s*([a-z_]+)\s*=\s*(?:'((?:[^'\\]|\\.)*)'|(\S*))/gy;
-  let match: RegExpExecArray | null;
-  while ((match = pattern.exec(text)) !== null && match[0] !== '') {
+  const pattern = /\s*([a-z_]+)\s*=\s*(?:'((?:[^'\\]|\\.)*)'|(\S*))/y;
+  let position = 0;
+  for (let match = pattern.exec(text); match !== null && match[0] !== ''; match = pattern.exec(text)) {
     values.set(match[1] as string, (match[2] ?? match[3] ?? '').replace(/\\(.)/g, '$1'));
+    position = pattern.lastIndex;
   }
-  if (text.slice(pattern.lastIndex).trim() !== '') throw new ConfigError('connectionString', "keyword=value pairs (quote values with spaces in '...')", text.slice(pattern.lastIndex));
+  if (text.slice(position).trim() !== '') throw new ConfigError('connectionString', "keyword=value pairs (quote values with spaces in '...')", text.slice(position));
   const take = (key: string): string | undefined => {
     const value = values.get(key);
     values.delete(key);
