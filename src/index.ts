@@ -5,6 +5,7 @@
 export { Pool, type AcquireOptions, type LeasedClient, type StatementOptions } from './pool.js';
 export type { PoolOptions, ResolvedPoolOptions, ClientConstructor, RetryOptions, ResolvedRetry } from './config.js';
 export type { IsolationLevel, TransactionOptions } from './postgres/transaction.js';
+export type { TargetSessionAttrs } from './postgres/hosts.js';
 export type { EvictionEvent } from './postgres/manager.js';
 export type { EvictionReason, PoolStats } from './stats.js';
 export {
@@ -19,6 +20,7 @@ export {
   QueryTimeoutError,
   CommitOutcomeUnknownError,
   ServerUnavailableError,
+  NoMatchingHostError,
   isOutcomeUnknown,
   ClientReleasedError,
   DoubleReleaseError,
