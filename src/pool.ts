@@ -235,9 +235,11 @@ export class Pool extends PgPool {
       manager.checkin(connection, undefined);
       return { ok: true, value };
     } catch (error) {
-      manager.checkin(connection, isConnectionError(error) ? error : undefined);
+      // Translate first: a timed-out statement's cancel must be on its way before the close.
       const timeout = (text as { query_timeout?: number } | null)?.query_timeout;
-      return { ok: false, error: manager.translate(error, connection, true, timeout), retry: manager.retryable(error, { sent: true, idempotent }) };
+      const translated = manager.translate(error, connection, true, timeout);
+      manager.checkin(connection, isConnectionError(error) ? error : undefined);
+      return { ok: false, error: translated, retry: manager.retryable(error, { sent: true, idempotent }) };
     }
   }
 

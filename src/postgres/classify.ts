@@ -114,8 +114,12 @@ export function isPermanentConnectError(err: unknown): boolean {
   const kind = classifyFailure(err);
   if (kind === 'auth' || kind === 'no-database' || kind === 'tls') return true;
   const state = sqlStateOf(err);
-  return state === '42501' || state === '0A000' || (err instanceof Error && err.message.startsWith('SASL:'));
+  if (state === '42501' || state === '0A000' || (err instanceof Error && err.message.startsWith('SASL:'))) return true;
+  // PgBouncer reports its own login refusals as 08P01, a code it also uses for passing trouble.
+  return state === '08P01' && err instanceof Error && PERMANENT_POOLER_MESSAGES.some((text) => err.message.startsWith(text));
 }
+
+const PERMANENT_POOLER_MESSAGES = ['no such database', 'no such user', 'unsupported startup parameter', 'password authentication failed', 'SASL authentication failed'];
 
 /**
  * The outcome of a statement that failed with `err`. `sent` says whether its bytes were handed

@@ -7,7 +7,7 @@ import type { HostTarget } from './hosts.js';
 import { NoMatchingHostError } from '../errors.js';
 import { PooledResource, now } from '../core/resource-pool.js';
 import { minusJitter } from '../core/backoff.js';
-import { destroySocket, transactionStatusReader, type TransactionStatus } from './internals.js';
+import { destroySocket, sendCancelRequest, transactionStatusReader, type TransactionStatus } from './internals.js';
 
 /** What a connection reports to its owner over its life. */
 export interface ConnectionOwner {
@@ -53,6 +53,7 @@ export class PgConnection extends PooledResource {
   readonly #bound = new Map<(...args: never[]) => unknown, unknown>();
   #transactionStatus: () => TransactionStatus;
   #fallback: { client: pg.Client; target: HostTarget } | undefined;
+  #cancelled: Promise<void> | undefined;
   #closing: Promise<void> | undefined;
 
   /** `plan`: the hosts to try, best first (never empty). */
@@ -196,9 +197,25 @@ export class PgConnection extends PooledResource {
     });
   }
 
+  /**
+   * Stops the statement running on this connection and drops the connection: a cancel request
+   * first, then the socket once the server has taken the request. Used when a statement outlives
+   * its deadline, when the network may be dead and the server must not go on running it.
+   */
+  abandon(): void {
+    this.#cancelled ??= sendCancelRequest(this.client).then(() => destroySocket(this.client));
+  }
+
   /** Closes gracefully, or cuts the socket if the server does not answer in time. */
   close(): Promise<void> {
-    this.#closing ??= new Promise<void>((resolve) => {
+    this.#closing ??= this.#closeAfterCancel();
+    return this.#closing;
+  }
+
+  async #closeAfterCancel(): Promise<void> {
+    // A cancel still on its way must reach the server before the session goes away.
+    await this.#cancelled;
+    await new Promise<void>((resolve) => {
       const timer = setTimeout(() => destroySocket(this.client), CLOSE_GRACE_MILLIS);
       timer.unref();
       this.client.end().then(
@@ -210,7 +227,6 @@ export class PgConnection extends PooledResource {
         resolve();
       });
     });
-    return this.#closing;
   }
 
   /** Cuts the socket now (shutdown deadline, or a connection still opening). */

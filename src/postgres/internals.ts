@@ -89,19 +89,24 @@ const CANCEL_TIMEOUT_MILLIS = 1000;
 
 /**
  * Asks the server to stop the statement running on `client`'s session, over a new connection as
- * the protocol requires. Fire and forget: on a dead network it times out quietly.
+ * the protocol requires. Resolves once the server has closed that connection (it has read the
+ * request) or after a second on a dead network. Closing our side first would let a pooler such as
+ * PgBouncer drop the request, or the client's session, before passing the cancel on.
  */
-export function sendCancelRequest(client: pg.Client): void {
+export function sendCancelRequest(client: pg.Client): Promise<void> {
   const c = client as unknown as ClientInternals;
-  if (typeof c.processID !== 'number' || typeof c.secretKey !== 'number' || c.host === undefined || c.port === undefined) return;
+  if (typeof c.processID !== 'number' || typeof c.secretKey !== 'number' || c.host === undefined || c.port === undefined) return Promise.resolve();
   const message = Buffer.alloc(16);
   message.writeInt32BE(16, 0);
   message.writeInt32BE(CANCEL_REQUEST_CODE, 4);
   message.writeInt32BE(c.processID, 8);
   message.writeInt32BE(c.secretKey, 12);
-  const socket = c.host.startsWith('/') ? connect(`${c.host}/.s.PGSQL.${c.port}`) : connect(c.port, c.host);
-  socket.setTimeout(CANCEL_TIMEOUT_MILLIS, () => socket.destroy());
-  socket.on('error', () => socket.destroy());
-  socket.unref();
-  socket.end(message);
+  return new Promise((resolve) => {
+    const socket = c.host?.startsWith('/') ? connect(`${c.host}/.s.PGSQL.${c.port}`) : connect(c.port as number, c.host);
+    socket.setTimeout(CANCEL_TIMEOUT_MILLIS, () => socket.destroy());
+    socket.on('error', () => socket.destroy());
+    socket.on('close', () => resolve());
+    socket.unref();
+    socket.write(message);
+  });
 }

@@ -7,7 +7,7 @@ import { classifyFailure, isConnectionError, isPermanentConnectError, isSafeToRe
 import { HostRouter } from './host-router.js';
 import type { CommitResolution, ResolverQuery } from './commit-resolver.js';
 import { PgConnection, type ConnectionOwner } from './connection.js';
-import { awaitingReadyForQuery, destroySocket, hasQueryInFlight, onReadyForQuery, sendCancelRequest, setSocketRef } from './internals.js';
+import { awaitingReadyForQuery, hasQueryInFlight, onReadyForQuery, setSocketRef } from './internals.js';
 import type { LeaseOwner } from './lease.js';
 import { Maintenance } from './maintenance.js';
 import { Retrier, type RetryEvent, type RetryObserver } from './retrier.js';
@@ -194,8 +194,7 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
     if (kind === 'read-only' && this.#router.wantsWrites) this.#roleChanged(connection);
     if (kind === 'query-timeout') {
       // pg only stopped waiting: stop the server too, and drop a connection that may be dead.
-      sendCancelRequest(connection.client);
-      destroySocket(connection.client);
+      connection.abandon();
       return new QueryTimeoutError(timeoutMillis);
     }
     if (!(isConnectionError(error) || connection.failure !== undefined)) return error;
