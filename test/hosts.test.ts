@@ -45,6 +45,32 @@ describe('host lists', () => {
     }
   });
 
+  test('a host that failed is skipped for hostRecheckMillis, then tried first again', async () => {
+    for (const [recheck, expected] of [[600_000, 'second'], [0, 'first']] as const) {
+      const proxy = await FaultProxy.start(first.clientConfig());
+      await proxy.refuse();
+      try {
+        const url = `postgres://postgres@127.0.0.1:${proxy.port},127.0.0.1:${second.port}/postgres`;
+        await withPool({ connectionString: url, max: 2, hostRecheckMillis: recheck }, async (pool) => {
+          const held = await pool.connect();
+          try {
+            assert.equal(Number((await held.query("SELECT current_setting('port') AS port")).rows[0].port), second.port);
+            await proxy.accept();
+            // A second connection: the first host answers again, but is it asked first?
+            const next = await pool.connect();
+            const port = Number((await next.query("SELECT current_setting('port') AS port")).rows[0].port);
+            next.release();
+            assert.equal(port, expected === 'first' ? first.port : second.port, `hostRecheckMillis ${recheck}`);
+          } finally {
+            held.release();
+          }
+        });
+      } finally {
+        await proxy.close();
+      }
+    }
+  });
+
   test("libpq's keyword/value form, the hosts option, and host/port lists all work", async () => {
     const forms: PoolOptions[] = [
       { connectionString: `host=127.0.0.1,127.0.0.1 port=${first.port},${second.port} user=postgres dbname=postgres application_name='key value'` },
