@@ -9,6 +9,7 @@ import { ConnectFailedError, Pool, QueryTimeoutError, type EvictionEvent, type P
 import { PgCluster } from './harness/cluster.js';
 import { Bouncer, pgbouncerBinary } from './harness/pgbouncer.js';
 import { waitFor } from './harness/wait.js';
+import { SLOW_COMMIT_SCHEMA } from './harness/slow-commit.js';
 
 const noBouncer = !pgbouncerBinary() && 'pgbouncer is not installed (.ci/run installs it)';
 const MODES = ['transaction', 'session'] as const;
@@ -17,18 +18,8 @@ let cluster: PgCluster;
 let counter = 0;
 before(async () => {
   cluster = await PgCluster.start();
-  // A deferred trigger makes COMMIT itself slow for rows whose body starts with 'slow', so a
-  // fault can land while COMMIT runs (as in commit.test.ts).
-  await cluster.query(`
-    CREATE TABLE entries (id int primary key, body text);
-    CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN
-      IF NEW.body LIKE 'slow%' THEN PERFORM pg_sleep(0.5); END IF;
-      RETURN NULL;
-    END $$;
-    CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON entries DEFERRABLE INITIALLY DEFERRED
-      FOR EACH ROW EXECUTE FUNCTION slow_commit();
-  `);
+  // COMMIT is slow for 'slow…' rows, so a fault can land while it runs.
+  await cluster.query(SLOW_COMMIT_SCHEMA);
 });
 after(() => cluster?.destroy());
 

@@ -8,6 +8,7 @@ import pg from 'pg';
 import { copyTree, postgresOwner, runTool, template, toolCommand } from './pgbin.js';
 import type { Owner } from './pgbin.js';
 import { waitFor } from './wait.js';
+import { onProcessExit } from './exit-hooks.js';
 
 /** application_name of the harness's own admin connections, so they are never counted or killed. */
 const HARNESS_APP = 'pg-lifeline-harness';
@@ -147,15 +148,7 @@ export class PgCluster {
     PgCluster.#live.add(cluster);
     if (PgCluster.#hooksInstalled) return;
     PgCluster.#hooksInstalled = true;
-    process.on('exit', PgCluster.#stopLeftovers);
-    // 'exit' does not run when a signal kills the process (Ctrl-C); clean up, then die of the same
-    // signal unless someone else handles it.
-    for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-      process.once(signal, () => {
-        PgCluster.#stopLeftovers();
-        if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
-      });
-    }
+    onProcessExit(() => PgCluster.#stopLeftovers());
   }
 
   static #stopLeftovers(): void {

@@ -10,6 +10,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { postgresOwner } from './pgbin.js';
 import { waitFor } from './wait.js';
+import { onProcessExit } from './exit-hooks.js';
 
 const START_TIMEOUT_MS = 10_000;
 /** How long a safe shutdown (SIGINT) may take before it becomes an immediate one. */
@@ -170,13 +171,7 @@ export class Bouncer {
     Bouncer.#live.add(bouncer);
     if (Bouncer.#hooksInstalled) return;
     Bouncer.#hooksInstalled = true;
-    process.on('exit', Bouncer.#stopLeftovers);
-    for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-      process.once(signal, () => {
-        Bouncer.#stopLeftovers();
-        if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
-      });
-    }
+    onProcessExit(() => Bouncer.#stopLeftovers());
   }
 
   static #stopLeftovers(): void {
