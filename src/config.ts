@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import type { Logger } from './diagnostics/logger.js';
 import { ConfigError } from './errors.js';
 import { resolveHosts, type HostSettings, type TargetSessionAttrs } from './postgres/hosts.js';
 
@@ -80,6 +81,12 @@ export interface PoolOptions extends Omit<pg.PoolConfig, 'Client' | 'onConnect'>
   loadBalanceHosts?: 'random' | 'disable' | undefined;
   /** A host that failed is tried last for this long (Npgsql's Host Recheck Seconds). Default 10000. */
   hostRecheckMillis?: number | undefined;
+  /**
+   * Where pg-lifeline reports what it does (a connection lost and why, a retry, an outage and its
+   * end, a tuned keepalive, a config that conflicts with the server): a pino-, console- or
+   * winston-shaped logger. Quiet when absent. Never given passwords or query values.
+   */
+  logger?: Logger | undefined;
 }
 
 /** Retry settings (the `retry` option). */
@@ -168,6 +175,7 @@ export interface ResolvedConfig extends Pick<ResolvedPoolOptions, PoolSetting> {
   readonly onConnect: PoolOptions['onConnect'];
   readonly verify: pg.PoolConfig['verify'];
   readonly log: ((...messages: unknown[]) => void) | undefined;
+  readonly logger: Logger | undefined;
   readonly Promise: PromiseConstructorLike | undefined;
   /** What each new client is constructed with: the user's options plus pool-level defaults. */
   readonly clientOptions: Readonly<ResolvedPoolOptions>;
@@ -237,9 +245,19 @@ export function resolveConfig(options: PoolOptions | null | undefined): Resolved
     onConnect: fn('onConnect', o.onConnect),
     verify: fn('verify', o.verify),
     log: fn('log', o.log),
+    logger: loggerOf(o.logger),
     Promise: fn('Promise', o.Promise),
     clientOptions,
   });
+}
+
+function loggerOf(logger: unknown): Logger | undefined {
+  if (logger === undefined) return undefined;
+  const methods = ['debug', 'info', 'warn', 'error'] as const;
+  if (typeof logger !== 'object' || logger === null || !methods.some((m) => typeof (logger as Logger)[m] === 'function')) {
+    throw new ConfigError('logger', 'an object with debug, info, warn or error methods (pino, console, winston)', logger);
+  }
+  return logger as Logger;
 }
 
 function resolveRetry(retry: RetryOptions | false | undefined, max: number): ResolvedRetry | false {

@@ -1,3 +1,5 @@
+import type { Diagnosis } from './diagnostics/diagnose.js';
+
 /**
  * Every error pg-lifeline raises itself. Each has a stable `code` (never an SQLSTATE, so it
  * cannot be confused with one), keeps what it wraps in `cause`, and says what to do.
@@ -143,16 +145,15 @@ export class ConnectionLostError extends LifelineError implements ConnectionFact
   readonly sqlState: string | undefined;
   readonly ageMillis: number;
   readonly idleMillis: number;
+  /** Why the connection was lost (`diagnosis.cause`), with the facts behind it and what to do. */
+  readonly diagnosis: Diagnosis;
 
-  constructor(cause: unknown, facts: ConnectionFacts, advice = 'It did not take effect; running it again is safe.') {
-    super(
-      `Connection lost (${errorText(cause)}) after ${Math.round(facts.ageMillis / 1000)} s open and ` +
-        `${Math.round(facts.idleMillis / 1000)} s idle before this checkout. The pool removed it. ${advice}`,
-      { cause },
-    );
+  constructor(cause: unknown, diagnosis: Diagnosis, outcome = 'It did not take effect; running it again is safe.') {
+    super(`Connection lost: ${diagnosis.summary} (${errorText(cause)}). ${outcome} To avoid it: ${diagnosis.advice}.`, { cause });
     this.sqlState = sqlStateOf(cause);
-    this.ageMillis = facts.ageMillis;
-    this.idleMillis = facts.idleMillis;
+    this.ageMillis = diagnosis.ageMillis;
+    this.idleMillis = diagnosis.idleMillis;
+    this.diagnosis = diagnosis;
   }
 }
 
@@ -166,11 +167,11 @@ export class OutcomeUnknownError extends ConnectionLostError {
   override readonly code: LifelineErrorCode = 'PGL_OUTCOME_UNKNOWN';
   override readonly outcome: Outcome = 'unknown';
 
-  constructor(cause: unknown, facts: ConnectionFacts) {
+  constructor(cause: unknown, diagnosis: Diagnosis) {
     super(
       cause,
-      facts,
-      'The statement had been sent, so it may or may not have taken effect. Check before repeating it, ' +
+      diagnosis,
+      'The statement had been sent, so it may or may not have taken effect: check before repeating it, ' +
         'mark it idempotent if repeating is harmless, or run it with resolveOutcome: true.',
     );
   }
@@ -185,14 +186,17 @@ export class QueryTimeoutError extends LifelineError {
   readonly code = 'PGL_QUERY_TIMEOUT';
   readonly outcome: Outcome = 'unknown';
   readonly timeoutMillis: number;
+  /** The connection's age, idle time, host and server settings when the deadline passed. */
+  readonly diagnosis: Diagnosis;
 
-  constructor(timeoutMillis: number) {
+  constructor(timeoutMillis: number, diagnosis: Diagnosis) {
     super(
       `The statement did not complete within query_timeout (${timeoutMillis} ms): either it is slow or the ` +
         `network to the server is dead. A cancel request was sent and the connection discarded. It may have ` +
         `taken effect. Raise query_timeout for slow statements; use statement_timeout to bound them on the server.`,
     );
     this.timeoutMillis = timeoutMillis;
+    this.diagnosis = diagnosis;
   }
 }
 

@@ -33,3 +33,6 @@ export {
 } from './errors.js';
 export { classifyFailure, isConnectionError, isServerWideFailure, isPermanentConnectError, isSafeToRetry, outcomeOf, type FailureKind } from './postgres/classify.js';
 export type { RetryEvent } from './postgres/retrier.js';
+export type { Diagnosis, DiagnosisFacts, LossCause } from './diagnostics/diagnose.js';
+export type { ServerSettings } from './diagnostics/server-settings.js';
+export type { Logger } from './diagnostics/logger.js';

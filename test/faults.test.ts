@@ -88,9 +88,28 @@ describe('dead idle connections are never handed out', () => {
     }
   });
 
-  test('idle_session_timeout shorter than the pool idle time: no errors', async () => {
+  test('idle_session_timeout shorter than the pool idle time: keepalive tuned below it, no errors', async () => {
     await cluster.setSetting('idle_session_timeout', '300ms');
     const { pool } = makePool({ max: 2 });
+    try {
+      for (let round = 1; round <= 3; round++) {
+        assert.equal(await queryAll(pool, 2), 2);
+        // An idle gap longer than the server's timeout, measured in keepalive pings.
+        const pings = pool.stats().validations;
+        await waitFor('an idle gap past the server timeout', () => pool.stats().validations >= pings + 6);
+      }
+      assert.equal(pool.stats().keepaliveIntervalMillis, 150, 'half the server timeout');
+      assert.equal(pool.stats().evictions.died, 0, 'pinged in time, nothing was killed');
+    } finally {
+      await pool.end();
+      await cluster.resetSetting('idle_session_timeout');
+    }
+  });
+
+  test('idle_session_timeout with keepalive off: the kills are absorbed, and the conflict is logged once', async () => {
+    await cluster.setSetting('idle_session_timeout', '300ms');
+    const warnings: string[] = [];
+    const { pool } = makePool({ max: 2, keepaliveIntervalMillis: 0, logger: { warn: (message: unknown) => warnings.push(String(message)) } });
     try {
       for (let round = 1; round <= 3; round++) {
         assert.equal(await queryAll(pool, 2), 2);
@@ -98,6 +117,8 @@ describe('dead idle connections are never handed out', () => {
         await waitFor('the server to end the idle sessions', () => pool.totalCount === 0);
       }
       assert.ok(pool.stats().evictions.died >= 3);
+      assert.equal(warnings.filter((w) => w.includes('idle_session_timeout')).length, 1, warnings.join('\n'));
+      assert.match(warnings[0] ?? '', /keepaliveIntervalMillis is 0/);
     } finally {
       await pool.end();
       await cluster.resetSetting('idle_session_timeout');

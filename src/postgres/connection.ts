@@ -35,8 +35,8 @@ export class PgConnection extends PooledResource {
   checkedAt = this.createdAt;
   /** When it retires (age with jitter, or its server's role changed); Infinity for never. */
   retireAt: number;
-  /** Keepalive interval for this connection (jittered), 0 for none. */
-  readonly keepaliveMillis: number;
+  /** This connection's share (0.9 to 1) of the pool's keepalive interval, so pings do not fire together. */
+  readonly keepaliveJitter = 1 - Math.random() * 0.1;
   /** Completed checkouts. */
   uses = 0;
   /** How long it sat idle before its current checkout. */
@@ -64,7 +64,6 @@ export class PgConnection extends PooledResource {
     this.#plan = plan;
     this.generation = generation;
     this.retireAt = config.maxLifetimeMillis > 0 ? this.createdAt + minusJitter(config.maxLifetimeMillis, config.maxLifetimeJitter) : Infinity;
-    this.keepaliveMillis = minusJitter(config.keepaliveIntervalMillis, 0.1);
     this.target = plan[0] as HostTarget;
     this.client = this.#newClient(this.target);
     this.#transactionStatus = transactionStatusReader(this.client);
@@ -157,9 +156,11 @@ export class PgConnection extends PooledResource {
     return client;
   }
 
-  /** Age and idle time, for error messages. */
+  /** Age, and idle time: so far if it is idle now, else before its current checkout. */
   facts(): { ageMillis: number; idleMillis: number } {
-    return { ageMillis: now() - this.createdAt, idleMillis: this.idleBeforeCheckout };
+    const t = now();
+    const idle = this.state === 'idle' || this.state === 'checking' ? t - this.idleSince : this.idleBeforeCheckout;
+    return { ageMillis: t - this.createdAt, idleMillis: idle };
   }
 
   /** `fn` bound to the client, cached so repeated property reads return the same function. */

@@ -1,5 +1,6 @@
 import type pg from 'pg';
-import { ClientReleasedError, DoubleReleaseError, type ConnectionFacts } from '../errors.js';
+import type { Diagnosis } from '../diagnostics/diagnose.js';
+import { ClientReleasedError, DoubleReleaseError } from '../errors.js';
 import type { ServerIdentity } from './commit-resolver.js';
 import type { PgConnection } from './connection.js';
 
@@ -13,6 +14,7 @@ export interface LeaseOwner {
   checkin(connection: PgConnection, error: unknown): void;
   /** Replaces a connection-level failure with a typed error; returns other errors unchanged. */
   translate(error: unknown, connection: PgConnection): unknown;
+  diagnose(error: unknown, connection: PgConnection): Diagnosis;
 }
 
 type AnyFunction = (...args: unknown[]) => unknown;
@@ -54,9 +56,9 @@ export class Lease implements ProxyHandler<pg.Client> {
     this.#connection.server = server;
   }
 
-  /** Age and idle time of the connection, for error messages. */
-  facts(): ConnectionFacts {
-    return this.#connection.facts();
+  /** Explains a failure of this lease's connection. */
+  diagnose(error: unknown): Diagnosis {
+    return this.#owner.diagnose(error, this.#connection);
   }
 
   get(target: pg.Client, property: string | symbol): unknown {

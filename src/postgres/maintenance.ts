@@ -10,6 +10,8 @@ export interface MaintainedPool {
   evict(connection: PgConnection, reason: EvictionReason, error: unknown): void;
   /** The process was suspended or stalled: every connection must prove itself before reuse. */
   suspect(): void;
+  /** The keepalive interval in force (tuned below the server's and the network's idle limits); 0 off. */
+  readonly keepaliveMillis: number;
 }
 
 const MIN_TICK_MILLIS = 25;
@@ -24,7 +26,7 @@ const SUSPENSION_MILLIS = 2000;
 export class Maintenance {
   readonly #pool: MaintainedPool;
   readonly #config: ResolvedConfig;
-  readonly #tickMillis: number;
+  #tickMillis: number;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #stopped = false;
   #lastMonotonic = now();
@@ -33,13 +35,19 @@ export class Maintenance {
   constructor(pool: MaintainedPool, config: ResolvedConfig) {
     this.#pool = pool;
     this.#config = config;
-    // A quarter of the shortest deadline keeps each one late by at most a quarter.
-    const deadlines = [config.idleTimeoutMillis, config.keepaliveIntervalMillis, config.maxLifetimeMillis].filter((d) => d > 0);
-    this.#tickMillis = Math.min(MAX_TICK_MILLIS, Math.max(MIN_TICK_MILLIS, Math.min(...deadlines, Infinity) / 4));
+    this.#tickMillis = this.#currentTick();
+  }
+
+  // A quarter of the shortest deadline keeps each one late by at most a quarter. The keepalive
+  // interval can be tuned down at any time, so this is worked out again for every tick.
+  #currentTick(): number {
+    const deadlines = [this.#config.idleTimeoutMillis, this.#pool.keepaliveMillis, this.#config.maxLifetimeMillis].filter((d) => d > 0);
+    return Math.min(MAX_TICK_MILLIS, Math.max(MIN_TICK_MILLIS, Math.min(...deadlines, Infinity) / 4));
   }
 
   start(): void {
     if (this.#stopped || this.#timer !== undefined) return;
+    this.#tickMillis = this.#currentTick();
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
       this.#tick();
@@ -56,6 +64,14 @@ export class Maintenance {
     if (t - this.#lastMonotonic > this.#tickMillis + SUSPENSION_MILLIS) this.#detectSuspension(t);
   }
 
+  /** Re-arms the timer at once, for a deadline that just got shorter (a keepalive tuned down). */
+  reschedule(): void {
+    if (this.#stopped) return;
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.start();
+  }
+
   stop(): void {
     this.#stopped = true;
     clearTimeout(this.#timer);
@@ -67,12 +83,13 @@ export class Maintenance {
     const { idleTimeoutMillis, min } = this.#config;
     const t = now();
     this.#detectSuspension(t);
+    const keepalive = this.#pool.keepaliveMillis;
     for (const connection of [...core.idle()]) {
       if (t >= connection.retireAt) {
         this.#pool.evict(connection, 'lifetime', undefined);
       } else if (idleTimeoutMillis > 0 && core.size > min && t - connection.idleSince >= idleTimeoutMillis) {
         this.#pool.evict(connection, 'idle-timeout', undefined);
-      } else if (connection.keepaliveMillis > 0 && t - Math.max(connection.idleSince, connection.checkedAt) >= connection.keepaliveMillis) {
+      } else if (keepalive > 0 && t - Math.max(connection.idleSince, connection.checkedAt) >= keepalive * connection.keepaliveJitter) {
         core.beginCheck(connection);
         void this.#pool.validate(connection).then((alive) => {
           if (alive) core.release(connection);

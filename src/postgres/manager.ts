@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import type { ResolvedConfig } from '../config.js';
 import { ResourcePool, now, type ResourceHooks, type ResourceState } from '../core/resource-pool.js';
-import { ConnectFailedError, ConnectionLostError, LifelineError, OutcomeUnknownError, QueryTimeoutError, ServerUnavailableError } from '../errors.js';
+import { ConnectFailedError, ConnectionLostError, LifelineError, OutcomeUnknownError, QueryTimeoutError, ServerUnavailableError, sqlStateOf } from '../errors.js';
 import { StatsRecorder, type EvictionReason, type PoolStats } from '../stats.js';
 import { classifyFailure, isConnectionError, isPermanentConnectError, isSafeToRetry, isServerWideFailure, isTransientFailure, outcomeOf } from './classify.js';
 import { HostRouter } from './host-router.js';
@@ -9,6 +9,10 @@ import type { CommitResolution, ResolverQuery } from './commit-resolver.js';
 import { PgConnection, type ConnectionOwner } from './connection.js';
 import { awaitingReadyForQuery, hasQueryInFlight, onReadyForQuery, setSocketRef } from './internals.js';
 import type { LeaseOwner } from './lease.js';
+import { diagnose, type Diagnosis } from '../diagnostics/diagnose.js';
+import { writeLog, type LogLevel } from '../diagnostics/logger.js';
+import { readServerSettings } from '../diagnostics/server-settings.js';
+import { ServerKnowledge, type TuningReporter } from './tuning.js';
 import { Maintenance } from './maintenance.js';
 import { Retrier, type RetryEvent, type RetryObserver } from './retrier.js';
 
@@ -24,6 +28,8 @@ export interface EvictionEvent {
   readonly reason: EvictionReason;
   /** The failure behind it, for `died`, `failed-check` and `released-with-error`. */
   readonly error: unknown;
+  /** What the failure most likely was, and what to do (when there was a failure). */
+  readonly diagnosis: Diagnosis | undefined;
 }
 
 // Opening backs off from this step up to this ceiling while the server refuses. Only one attempt
@@ -36,7 +42,7 @@ const RETRY_CAP_MILLIS = 250;
  * generations, lifetimes), what happens to one given back (rollback, destroy), and how deaths are
  * reported. Everything here runs on records the pool owns; pg's client objects are not touched.
  */
-export class ConnectionManager implements ResourceHooks<PgConnection>, ConnectionOwner, LeaseOwner, RetryObserver {
+export class ConnectionManager implements ResourceHooks<PgConnection>, ConnectionOwner, LeaseOwner, RetryObserver, TuningReporter {
   readonly core: ResourcePool<PgConnection>;
   readonly stats = new StatsRecorder();
   readonly retrier: Retrier;
@@ -45,6 +51,9 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
   readonly #maintenance: Maintenance;
   readonly #closing = new Set<Promise<void>>();
   readonly #router: HostRouter;
+  /** Server settings, learned proxy idle kills, and the keepalive interval tuned from them. */
+  readonly knowledge: ServerKnowledge;
+  #outageSince: number | undefined;
   /** Bumped by a server-wide failure: connections of older generations are checked before use. */
   #generation = 0;
   #releaseTraces: boolean;
@@ -53,6 +62,7 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
     this.#config = config;
     this.#events = events;
     this.#router = new HostRouter(config.hosts, config.hostRecheckMillis);
+    this.knowledge = new ServerKnowledge(config, this);
     this.#releaseTraces = config.releaseTraces === true;
     this.core = new ResourcePool<PgConnection>(this, {
       max: config.max,
@@ -65,6 +75,10 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
     this.#maintenance = new Maintenance(this, config);
     this.#maintenance.start();
     if (config.min > 0) this.core.warm();
+  }
+
+  get keepaliveMillis(): number {
+    return this.knowledge.keepaliveMillis;
   }
 
   get releaseTraces(): boolean {
@@ -85,19 +99,21 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
     const top = idle[idle.length - 1];
     if (top === undefined || this.#needsCheck(top)) return undefined;
     this.core.takeIdle();
-    return this.#leased(top);
+    return this.#leased(top, 0, false);
   }
 
   /** Waits for a connection, validating suspect ones, until `deadline` or `signal`. */
   async checkout(deadline: number, signal?: AbortSignal): Promise<PgConnection> {
+    const started = now();
     for (;;) {
       const connection = await this.core.acquire(deadline, signal);
       if (now() >= connection.retireAt) {
         this.evict(connection, 'lifetime', undefined);
         continue;
       }
-      if (this.#needsCheck(connection) && !(await this.validate(connection, deadline))) continue;
-      return this.#leased(connection);
+      const validated = this.#needsCheck(connection);
+      if (validated && !(await this.validate(connection, deadline))) continue;
+      return this.#leased(connection, now() - started, validated);
     }
   }
 
@@ -121,10 +137,11 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
     return now() - lastSeen > this.#config.validationWindowMillis || now() >= connection.retireAt;
   }
 
-  #leased(connection: PgConnection): PgConnection {
+  #leased(connection: PgConnection, waitMillis: number, validated: boolean): PgConnection {
     connection.idleBeforeCheckout = now() - connection.idleSince;
-    this.stats.acquired++;
+    this.stats.acquiredAfter(waitMillis);
     this.#events.emit('acquire', connection.client);
+    if (this.#events.listenerCount('checkout') > 0) this.#events.emit('checkout', { waitMillis, validated });
     return connection;
   }
 
@@ -195,13 +212,36 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
     if (kind === 'query-timeout') {
       // pg only stopped waiting: stop the server too, and drop a connection that may be dead.
       connection.abandon();
-      return new QueryTimeoutError(timeoutMillis);
+      return new QueryTimeoutError(timeoutMillis, this.diagnose(error, connection));
     }
     if (!(isConnectionError(error) || connection.failure !== undefined)) return error;
     // A query can see the failure before the socket reports it, and the connection may be
     // closed by then, so the server-wide suspicion is raised from here too.
     this.#noteFailure(connection, error);
-    return outcomeOf(error, sent) === 'unknown' ? new OutcomeUnknownError(error, connection.facts()) : new ConnectionLostError(error, connection.facts());
+    const diagnosis = this.diagnose(error, connection);
+    return outcomeOf(error, sent) === 'unknown' ? new OutcomeUnknownError(error, diagnosis) : new ConnectionLostError(error, diagnosis);
+  }
+
+  /** Explains a failure of `connection`: cause, age, idle time, host, server settings, advice. */
+  diagnose(error: unknown, connection: PgConnection): Diagnosis {
+    const { ageMillis, idleMillis } = connection.facts();
+    return diagnose(error, this.knowledge.facts(connection.target.key, ageMillis, idleMillis));
+  }
+
+  warn(message: string, fields: Record<string, unknown>): void {
+    this.#log('warn', message, fields);
+  }
+
+  tuned(keepaliveIntervalMillis: number, reason: string): void {
+    this.#log('info', `keepalive pings every ${keepaliveIntervalMillis} ms: ${reason}`, { keepaliveIntervalMillis });
+    this.#maintenance.reschedule();
+    this.#events.emit('tuned', { keepaliveIntervalMillis, reason });
+  }
+
+  // pg's `log` option hears everything; the `logger` option gets levels.
+  #log(level: LogLevel, message: string, fields: Record<string, unknown> = {}): void {
+    this.#config.log?.(message, fields);
+    writeLog(this.#config.logger, level, message, fields);
   }
 
   /**
@@ -226,7 +266,7 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
   // happened elsewhere): stop using it until it is rechecked.
   #roleChanged(connection: PgConnection): void {
     this.#router.markDown(connection.target);
-    this.#config.log?.(`${connection.target.key} refused a write: no longer primary; routing new connections elsewhere`);
+    this.#log('warn', `${connection.target.key} refused a write: no longer primary; routing new connections elsewhere`, { host: connection.target.key });
     for (const other of [...this.core.resources()]) {
       if (other.target.key !== connection.target.key || other.state === 'opening') continue;
       if (other.state === 'idle') this.evict(other, 'role-changed', undefined);
@@ -236,7 +276,7 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
 
   retried(event: RetryEvent): void {
     this.stats.retried(event.kind);
-    this.#config.log?.(`retrying after ${event.kind} (attempt ${event.attempt})`);
+    this.#log('debug', `retrying after ${event.kind} (attempt ${event.attempt})`, { kind: event.kind, attempt: event.attempt });
     this.#events.emit('retry', event);
   }
 
@@ -255,19 +295,23 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
 
   resolved(resolution: CommitResolution): void {
     this.stats.commitResolutions[resolution.status]++;
-    this.#config.log?.(`commit outcome after a lost connection: ${resolution.status}`);
+    this.#log(resolution.status === 'unknown' ? 'warn' : 'info', `commit outcome after a lost connection: ${resolution.status}`, { status: resolution.status });
   }
 
   /** The process was suspended or stalled: every connection must prove itself before reuse. */
   suspect(): void {
     this.#generation++;
     this.stats.suspensions++;
-    this.#config.log?.('the process was suspended or stalled; every idle connection will be checked before reuse');
+    this.#log('info', 'the process was suspended or stalled; every idle connection will be checked before reuse');
     this.#events.emit('suspend');
   }
 
   died(connection: PgConnection, error: Error): void {
     const inBackground = connection.state === 'idle' || connection.state === 'checking';
+    // An idle connection that dies with no word from its server may have met a proxy's idle timeout.
+    if (connection.state === 'idle' && sqlStateOf(error) === undefined && classifyFailure(error) === 'connection-lost') {
+      this.knowledge.silentIdleDeath(connection.target.key, now() - connection.idleSince);
+    }
     this.#noteFailure(connection, error);
     if (connection.state === 'idle') this.evict(connection, 'died', error);
     else this.core.markBroken(connection);
@@ -287,8 +331,13 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
   evict(connection: PgConnection, reason: EvictionReason, error: unknown): void {
     if (connection.state === 'closed') return;
     this.stats.evicted(reason);
-    this.#config.log?.(`closing a connection (${reason})`, error ?? '');
-    const event: EvictionEvent = { client: connection.client, reason, error };
+    const diagnosis = error === undefined ? undefined : this.diagnose(error, connection);
+    this.#log(reason === 'died' || reason === 'failed-check' ? 'info' : 'debug', `closing a connection (${reason})${diagnosis ? `: ${diagnosis.summary}` : ''}`, {
+      reason,
+      host: connection.target.key,
+      cause: diagnosis?.cause,
+    });
+    const event: EvictionEvent = { client: connection.client, reason, error, diagnosis };
     this.#events.emit('evict', event);
     this.core.destroy(connection);
   }
@@ -302,13 +351,32 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
   async open(connection: PgConnection): Promise<void> {
     try {
       await connection.open(this.#router);
+      // The first connection to each server learns its timeouts, to tune keepalive and explain failures.
+      // Only for diagnosis and tuning: a server that will not say does not fail the open.
+      if (!this.knowledge.knows(connection.target.key)) {
+        const settings = await readServerSettings(connection.client).catch(() => undefined);
+        if (settings !== undefined) this.knowledge.learnServer(connection.target.key, settings);
+      }
     } catch (error) {
       this.stats.connectErrors++;
-      this.#config.log?.('could not open a connection', error);
+      const host = connection.target.key;
+      this.#log('warn', `could not open a connection to ${host}: ${error instanceof Error ? error.message : String(error)}`, { host, sqlState: sqlStateOf(error) });
+      this.#events.emit('connectFailed', { error, host });
+      if (this.#outageSince === undefined) {
+        this.#outageSince = Date.now();
+        this.#events.emit('outage', { error, host });
+      }
       throw error;
     }
     this.stats.connects++;
-    this.#config.log?.('opened a connection');
+    if (this.#outageSince !== undefined) {
+      const downMillis = Date.now() - this.#outageSince;
+      this.stats.lastOutage = { startedAt: new Date(this.#outageSince).toISOString(), downMillis };
+      this.#outageSince = undefined;
+      this.#log('info', `the server is reachable again after ${downMillis} ms`, { downMillis });
+      this.#events.emit('recovered', { downMillis });
+    }
+    this.#log('debug', 'opened a connection', { host: connection.target.key });
     this.#events.emit('connect', connection.client);
   }
 
@@ -358,7 +426,10 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
 
   snapshot(): PoolStats {
     const { total, idle, waiting, opening, max } = this.core.counts();
-    return this.stats.snapshot({ total, idle, active: total - idle - opening, waiting, max, min: this.#config.min });
+    return this.stats.snapshot(
+      { total, idle, active: total - idle - opening, waiting, max, min: this.#config.min },
+      { keepaliveIntervalMillis: this.knowledge.keepaliveMillis, learnedIdleKillMillis: this.knowledge.learnedIdleKillMillis },
+    );
   }
 
   /**

@@ -136,7 +136,8 @@ async function readTicket(lease: Lease): Promise<CommitTicket | undefined> {
 // The transaction did not commit, whatever a statement inside it reported: say so plainly.
 function notApplied(error: unknown, lease: Lease): unknown {
   if (error instanceof ConnectionLostError && error.outcome === 'not-applied') return error;
-  return new ConnectionLostError(error instanceof ConnectionLostError ? error.cause : error, lease.facts(), 'The transaction did not commit; running it again is safe.');
+  const cause = error instanceof ConnectionLostError ? error.cause : error;
+  return new ConnectionLostError(cause, lease.diagnose(cause), 'The transaction did not commit; running it again is safe.');
 }
 
 /** A deadline `millis` from now, or Infinity for 0. */
