@@ -1,13 +1,9 @@
 import { defineConfig } from 'tsup';
 
-// One CommonJS build with its declarations; scripts/esm-entry.mjs then writes the ESM entry as a
-// re-export of it, so `import` and `require` in one process share every class (`instanceof` holds).
-export default defineConfig({
-  entry: ['src/index.ts'],
-  format: ['cjs'],
-  dts: true,
-  clean: true,
-  sourcemap: true,
-  target: 'node20',
-  external: ['pg'],
-});
+// The library: one CommonJS build with its declarations; scripts/esm-entry.mjs then writes the ESM
+// entry as a re-export of it, so `import` and `require` in one process share every class.
+// The CLI: one CommonJS file with a shebang, for the package's `bin`.
+export default defineConfig([
+  { entry: ['src/index.ts'], format: ['cjs'], dts: true, sourcemap: true, target: 'node20', external: ['pg', 'prom-client', '@opentelemetry/api'] },
+  { entry: { cli: 'src/cli.ts' }, format: ['cjs'], sourcemap: true, target: 'node20', external: ['pg'], banner: { js: '#!/usr/bin/env node' } },
+]);

@@ -36,3 +36,11 @@ export type { RetryEvent } from './postgres/retrier.js';
 export type { Diagnosis, DiagnosisFacts, LossCause } from './diagnostics/diagnose.js';
 export type { ServerSettings } from './diagnostics/server-settings.js';
 export type { Logger } from './diagnostics/logger.js';
+export {
+  createPrometheusCollector,
+  type PrometheusOptions,
+  type PromClientLike,
+  type PromRegistryLike,
+} from './metrics/prometheus.js';
+export { registerOpenTelemetryMetrics, type OpenTelemetryOptions, type OtelMeterLike } from './metrics/opentelemetry.js';
+export type { MetricsHandle, MetricsPool } from './metrics/names.js';

@@ -137,4 +137,12 @@ describe('built package', () => {
     assert.deepEqual(cjs.exported, esm.exported);
     assert.deepEqual(cjs.configError, esm.configError);
   });
+
+  test('the built CLI runs: --version and --help', async () => {
+    const cli = distFile('cli.cjs');
+    const { stdout: version } = await execFileAsync(process.execPath, [cli, '--version'], { cwd: root, timeout: 20_000 });
+    assert.equal(version.trim(), JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version);
+    const { stdout: help } = await execFileAsync(process.execPath, [cli, '--help'], { cwd: root, timeout: 20_000 });
+    assert.match(help, /doctor/);
+  });
 });
