@@ -44,7 +44,8 @@ describe('errors that explain themselves', () => {
 
   test("an idle session ended by the server names the server's timeout", async () => {
     await cluster.setSetting('idle_session_timeout', '300ms');
-    const { pool } = makePool({ keepaliveIntervalMillis: 0 });
+    // min 1 with no pings: the one connection is never closed for idleness, so the server ends it.
+    const { pool } = makePool({ keepaliveIntervalMillis: 0, min: 1 });
     try {
       const evicted = new Promise<EvictionEvent>((resolve) => pool.on('evict', (e: EvictionEvent) => e.reason === 'died' && resolve(e)));
       await pool.query('SELECT 1');
@@ -112,6 +113,21 @@ describe('stats, events and logs', () => {
       assert.equal(waits.length, 4);
       assert.ok(waits.filter((w) => w > 0).length >= 3, 'with max 1, the others waited');
       assert.ok(wait.maxMillis > 0 && wait.p99Millis >= wait.p50Millis, JSON.stringify(wait));
+    } finally {
+      await pool.end();
+    }
+  });
+
+  test('validation is an event too', async () => {
+    const { pool } = makePool({ validationWindowMillis: 0 });
+    const probes: boolean[] = [];
+    pool.on('validate', (e: { alive: boolean }) => probes.push(e.alive));
+    try {
+      await pool.query('SELECT 1');
+      await pool.query('SELECT 1');
+      // A window of 0 probes every checkout, the first one included.
+      assert.deepEqual(probes, [true, true]);
+      assert.equal(pool.stats().validations, 2);
     } finally {
       await pool.end();
     }

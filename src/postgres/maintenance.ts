@@ -12,6 +12,8 @@ export interface MaintainedPool {
   suspect(): void;
   /** The keepalive interval in force (tuned below the server's and the network's idle limits); 0 off. */
   readonly keepaliveMillis: number;
+  /** The idle timeout in force (tuned below those limits when keepalive is off); 0 never. */
+  readonly idleTimeoutMillis: number;
 }
 
 const MIN_TICK_MILLIS = 25;
@@ -41,7 +43,7 @@ export class Maintenance {
   // A quarter of the shortest deadline keeps each one late by at most a quarter. The keepalive
   // interval can be tuned down at any time, so this is worked out again for every tick.
   #currentTick(): number {
-    const deadlines = [this.#config.idleTimeoutMillis, this.#pool.keepaliveMillis, this.#config.maxLifetimeMillis].filter((d) => d > 0);
+    const deadlines = [this.#pool.idleTimeoutMillis, this.#pool.keepaliveMillis, this.#config.maxLifetimeMillis].filter((d) => d > 0);
     return Math.min(MAX_TICK_MILLIS, Math.max(MIN_TICK_MILLIS, Math.min(...deadlines, Infinity) / 4));
   }
 
@@ -80,7 +82,8 @@ export class Maintenance {
 
   #tick(): void {
     const { core } = this.#pool;
-    const { idleTimeoutMillis, min } = this.#config;
+    const { min } = this.#config;
+    const idleTimeoutMillis = this.#pool.idleTimeoutMillis;
     const t = now();
     this.#detectSuspension(t);
     const keepalive = this.#pool.keepaliveMillis;

@@ -81,6 +81,10 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
     return this.knowledge.keepaliveMillis;
   }
 
+  get idleTimeoutMillis(): number {
+    return this.knowledge.idleTimeoutMillis;
+  }
+
   get releaseTraces(): boolean {
     return this.#releaseTraces;
   }
@@ -122,7 +126,9 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
     this.stats.validations++;
     const generation = this.#generation;
     const timeout = Math.max(1, Math.min(this.#config.validationTimeoutMillis, deadline - now()));
-    if (await connection.ping(timeout)) {
+    const alive = await connection.ping(timeout);
+    if (this.#events.listenerCount('validate') > 0) this.#events.emit('validate', { client: connection.client, alive });
+    if (alive) {
       connection.generation = generation;
       return true;
     }
@@ -355,7 +361,10 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
       // Only for diagnosis and tuning: a server that will not say does not fail the open.
       if (!this.knowledge.knows(connection.target.key)) {
         const settings = await readServerSettings(connection.client).catch(() => undefined);
-        if (settings !== undefined) this.knowledge.learnServer(connection.target.key, settings);
+        if (settings !== undefined) {
+          this.knowledge.learnServer(connection.target.key, settings);
+          this.#maintenance.reschedule();
+        }
       }
     } catch (error) {
       this.stats.connectErrors++;

@@ -27,12 +27,23 @@ export class ServerKnowledge {
   readonly #silentDeaths: number[] = [];
   #learnedIdleKillMillis: number | undefined;
   #keepaliveMillis: number;
+  #idleTimeoutMillis: number;
   #warned = false;
 
   constructor(config: ResolvedConfig, reporter: TuningReporter) {
     this.#config = config;
     this.#reporter = reporter;
     this.#keepaliveMillis = config.keepaliveIntervalMillis;
+    this.#idleTimeoutMillis = config.idleTimeoutMillis;
+  }
+
+  /**
+   * The idle timeout in force. With keepalive pings on, they keep idle connections alive and the
+   * configured value stands; with pings off, idle connections are closed by the pool, cleanly,
+   * before the server or the network kills them.
+   */
+  get idleTimeoutMillis(): number {
+    return this.#idleTimeoutMillis;
   }
 
   /** The keepalive interval in force: the configured one, lowered below any idle limit found. */
@@ -88,9 +99,12 @@ export class ServerKnowledge {
 
   #retune(): void {
     const configured = this.#config.keepaliveIntervalMillis;
-    if (configured === 0) return;
     const limits = [...this.#servers.values()].map((s) => s.idleSessionTimeoutMillis).filter((l) => l > 0);
     if (this.#learnedIdleKillMillis !== undefined) limits.push(this.#learnedIdleKillMillis);
+    if (configured === 0) {
+      if (limits.length > 0) this.#idleTimeoutMillis = Math.min(this.#config.idleTimeoutMillis || Infinity, ...limits.map((l) => Math.floor(l * SAFETY)));
+      return;
+    }
     const tuned = Math.min(configured, ...limits.map((l) => Math.floor(l * SAFETY)));
     if (tuned === this.#keepaliveMillis) return;
     this.#keepaliveMillis = Math.max(1, tuned);
@@ -107,7 +121,10 @@ export class ServerKnowledge {
     if (this.#config.maxLifetimeMillis === 0 || this.#config.maxLifetimeMillis > limit) problems.push(`maxLifetimeSeconds (${this.#config.maxLifetimeMillis / 1000 || 'never'}) outlives it`);
     if (problems.length === 0) return;
     this.#warned = true;
-    const keepalive = this.#config.keepaliveIntervalMillis > 0 ? ` pg-lifeline pings idle connections every ${Math.floor(limit * SAFETY)} ms to keep them alive.` : '';
+    const keepalive =
+      this.#config.keepaliveIntervalMillis > 0
+        ? ` pg-lifeline pings idle connections every ${Math.floor(limit * SAFETY)} ms to keep them alive.`
+        : ` pg-lifeline closes idle connections after ${Math.floor(limit * SAFETY)} ms, before the server does.`;
     this.#reporter.warn(`${host} ends sessions idle for ${limit} ms (idle_session_timeout), but ${problems.join('; ')}.${keepalive}`, { host, idleSessionTimeoutMillis: limit });
   }
 }
