@@ -62,7 +62,7 @@ function explain(error: unknown, facts: DiagnosisFacts): [LossCause, string, str
     return [
       'idle-timeout-server',
       `the server ended the session after ${idle}${limit ? `: its idle_session_timeout is ${duration(limit)}` : ' (idle_session_timeout)'}`,
-      `the pool replaced it; to avoid the reconnect keep keepaliveIntervalMillis below ${limit ?? 'that timeout'}${limit ? ' ms' : ''} (pg-lifeline does so by itself once it has read the setting), or raise idle_session_timeout`,
+      `keep keepaliveIntervalMillis below ${limit ? `${limit} ms` : 'that timeout'} (pg-lifeline does so by itself once it has read the setting), or raise idle_session_timeout`,
     ];
   }
   if (state === '25P03') {
@@ -74,14 +74,14 @@ function explain(error: unknown, facts: DiagnosisFacts): [LossCause, string, str
     ];
   }
   if (state === '57P02' || (error instanceof Error && /crash of another server process/.test(error.message))) {
-    return ['server-crash', 'the server restarted every session after one of its processes crashed', 'nothing to do in the app (the pool reconnected); look for the crash in the server log'];
+    return ['server-crash', 'the server restarted every session after one of its processes crashed', 'nothing in the app (the pool reconnected); look for the crash in the server log'];
   }
-  if (state === '57P03') return ['server-restart', 'the server was starting up or shutting down', 'nothing to do in the app: the pool waits for the server to accept connections again'];
+  if (state === '57P03') return ['server-restart', 'the server was starting up or shutting down', 'nothing in the app: the pool waits for the server to accept connections again'];
   if (state === '57P01') {
     return [
       'admin-terminated',
       'the server ended the session on an administrator command (pg_terminate_backend) or a fast shutdown',
-      'if the server restarted, nothing to do (the pool reconnected); otherwise find who terminates backends (log_disconnections, pg_stat_activity)',
+      'if the server restarted, nothing (the pool reconnected); otherwise find who terminates backends (log_disconnections, pg_stat_activity)',
     ];
   }
   const kind = classifyFailure(error);
@@ -90,19 +90,19 @@ function explain(error: unknown, facts: DiagnosisFacts): [LossCause, string, str
   if (kind === 'tls') return ['tls', 'the TLS connection failed or was cut', 'check the certificate, its expiry and the sslmode; run pg-lifeline doctor'];
   if (kind === 'unreachable') return ['server-restart', `nothing accepted the connection${facts.host ? ` at ${facts.host}` : ''}: the server is down, restarting, or unreachable`, 'the pool retries with backoff; check the server and the network if it lasts'];
   if (kind === 'query-timeout') return ['network', 'the statement outlived query_timeout: it is slow, or the network to the server went silent', 'raise query_timeout for slow statements; run pg-lifeline doctor --probe-idle to look for a network that drops flows'];
-  if (error instanceof Error && /SSL|TLS/.test(error.message)) return ['tls', 'the TLS session was closed unexpectedly', 'usually a proxy or the server dropping the connection; the pool replaced it'];
+  if (error instanceof Error && /SSL|TLS/.test(error.message)) return ['tls', 'the TLS session was closed unexpectedly, usually by a proxy or the server dropping the connection', 'if it repeats, check what sits between the app and the server, and run pg-lifeline doctor'];
   if (kind !== 'connection-lost') return ['unknown', 'the connection failed', 'see the cause for details'];
   // No word from the server: the socket closed or reset under us.
   const serverLimit = server?.idleSessionTimeoutMillis ?? 0;
   if (serverLimit > 0 && facts.idleMillis >= serverLimit * 0.9) {
-    return ['idle-timeout-server', `connection lost after ${idle}; the server's idle_session_timeout is ${duration(serverLimit)}`, `the pool replaced it; keep keepaliveIntervalMillis below ${serverLimit} to avoid the reconnect`];
+    return ['idle-timeout-server', `connection lost after ${idle}; the server's idle_session_timeout is ${duration(serverLimit)}`, `keep keepaliveIntervalMillis below ${serverLimit} ms, or idleTimeoutMillis below ${serverLimit}, to avoid the reconnect`];
   }
   const learned = facts.learnedIdleKillMillis;
   if (learned !== undefined && facts.idleMillis >= learned * 0.9) {
     return [
       'idle-timeout-proxy-or-network',
       `connection lost after ${idle}; idle connections keep dying at about ${duration(learned)} idle, and nothing on the server explains it: a proxy, load balancer or NAT idle timeout`,
-      `the pool replaced it; keep keepaliveIntervalMillis below ${learned} (pg-lifeline does so by itself), or raise that device's idle timeout`,
+      `keep keepaliveIntervalMillis below ${learned} ms (pg-lifeline does so by itself), or raise that device's idle timeout`,
     ];
   }
   if (facts.idleMillis >= LONG_IDLE_MILLIS) {
@@ -112,7 +112,7 @@ function explain(error: unknown, facts: DiagnosisFacts): [LossCause, string, str
       'lower keepaliveIntervalMillis below that idle timeout; pg-lifeline doctor --probe-idle finds it',
     ];
   }
-  return ['network', `connection lost after ${duration(facts.ageMillis)} open and ${idle}, with no word from the server: the network or the server dropped it`, 'the pool replaced it; if this repeats, run pg-lifeline doctor'];
+  return ['network', `connection lost after ${duration(facts.ageMillis)} open and ${idle}, with no word from the server: the network or the server dropped it`, 'if this repeats, run pg-lifeline doctor to check the network and the server'];
 }
 
 function duration(millis: number): string {
