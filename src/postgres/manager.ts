@@ -7,20 +7,16 @@ import { classifyFailure, isConnectionError, isPermanentConnectError, isSafeToRe
 import { HostRouter } from './host-router.js';
 import type { CommitResolution, ResolverQuery } from './commit-resolver.js';
 import { PgConnection, type ConnectionOwner } from './connection.js';
-import { awaitingReadyForQuery, hasQueryInFlight, onReadyForQuery, setSocketRef } from './internals.js';
+import { setSocketRef } from './internals.js';
+import { checkin } from './checkin.js';
 import type { LeaseOwner } from './lease.js';
 import { diagnose, type Diagnosis } from '../diagnostics/diagnose.js';
-import { writeLog, type LogLevel } from '../diagnostics/logger.js';
 import { readServerSettings } from '../diagnostics/server-settings.js';
 import { ServerKnowledge, type TuningReporter } from './tuning.js';
+import { Reporter, type PoolEvents } from './reporter.js';
 import { Maintenance } from './maintenance.js';
 import { Retrier, type RetryEvent, type RetryObserver } from './retrier.js';
 
-/** Where the manager reports pool events (the Pool itself). */
-export interface PoolEvents {
-  emit(event: string | symbol, ...args: unknown[]): boolean;
-  listenerCount(event: string | symbol): number;
-}
 
 /** Details of the `evict` event. */
 export interface EvictionEvent {
@@ -47,20 +43,19 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
   readonly stats = new StatsRecorder();
   readonly retrier: Retrier;
   readonly #config: ResolvedConfig;
-  readonly #events: PoolEvents;
+  readonly #report: Reporter;
   readonly #maintenance: Maintenance;
   readonly #closing = new Set<Promise<void>>();
   readonly #router: HostRouter;
   /** Server settings, learned proxy idle kills, and the keepalive interval tuned from them. */
   readonly knowledge: ServerKnowledge;
-  #outageSince: number | undefined;
   /** Bumped by a server-wide failure: connections of older generations are checked before use. */
   #generation = 0;
   #releaseTraces: boolean;
 
   constructor(config: ResolvedConfig, events: PoolEvents) {
     this.#config = config;
-    this.#events = events;
+    this.#report = new Reporter(config, events, this.stats);
     this.#router = new HostRouter(config.hosts, config.hostRecheckMillis);
     this.knowledge = new ServerKnowledge(config, this);
     this.#releaseTraces = config.releaseTraces === true;
@@ -127,7 +122,7 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
     const generation = this.#generation;
     const timeout = Math.max(1, Math.min(this.#config.validationTimeoutMillis, deadline - now()));
     const alive = await connection.ping(timeout);
-    if (this.#events.listenerCount('validate') > 0) this.#events.emit('validate', { client: connection.client, alive });
+    this.#report.emitIfHeard('validate', () => ({ client: connection.client, alive }));
     if (alive) {
       connection.generation = generation;
       return true;
@@ -146,8 +141,8 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
   #leased(connection: PgConnection, waitMillis: number, validated: boolean): PgConnection {
     connection.idleBeforeCheckout = now() - connection.idleSince;
     this.stats.acquiredAfter(waitMillis);
-    this.#events.emit('acquire', connection.client);
-    if (this.#events.listenerCount('checkout') > 0) this.#events.emit('checkout', { waitMillis, validated });
+    this.#report.emit('acquire', connection.client);
+    this.#report.emitIfHeard('checkout', () => ({ waitMillis, validated }));
     return connection;
   }
 
@@ -156,52 +151,8 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
   /** Takes a connection back from its user. A truthy `error` destroys it, as in pg.Pool. */
   checkin(connection: PgConnection, error: unknown): void {
     connection.uses++;
-    this.#events.emit('release', error, connection.client);
-    if (connection.state !== 'leased') return this.evict(connection, 'died', connection.failure);
-    if (error) return this.evict(connection, isConnectionError(error) ? 'died' : 'released-with-error', error);
-    if (this.core.closed) return this.evict(connection, 'pool-ended', undefined);
-    if (connection.uses >= this.#config.maxUses) return this.evict(connection, 'max-uses', undefined);
-    if (now() >= connection.retireAt) return this.evict(connection, 'lifetime', undefined);
-    // A query still running would run into the next user's work.
-    if (hasQueryInFlight(connection.client)) return this.evict(connection, 'query-in-flight', undefined);
-    connection.idleSince = now();
-    connection.checkedAt = connection.idleSince;
-    if (awaitingReadyForQuery(connection.client)) return this.#returnWhenReady(connection);
-    if (connection.transactionStatus() !== 'I') return this.#rollBack(connection);
-    this.core.release(connection);
-  }
-
-  // The transaction status is only true once the last statement's ReadyForQuery is in.
-  #returnWhenReady(connection: PgConnection): void {
-    this.core.hold(connection);
-    // A connection that dies meanwhile never sends it; the timer then frees the slot.
-    const timer = setTimeout(() => {
-      connection.destroy();
-      this.evict(connection, 'died', connection.failure);
-    }, this.#config.validationTimeoutMillis);
-    onReadyForQuery(connection.client, () => {
-      clearTimeout(timer);
-      if (connection.state !== 'checking') return this.evict(connection, 'died', connection.failure);
-      if (connection.transactionStatus() !== 'I') return this.#rollBack(connection);
-      this.core.release(connection);
-    });
-  }
-
-  // The next user must get a clean session, so an open transaction is rolled back first.
-  #rollBack(connection: PgConnection): void {
-    this.core.hold(connection);
-    const timer = setTimeout(() => connection.destroy(), this.#config.validationTimeoutMillis);
-    connection.client.query('ROLLBACK').then(
-      () => {
-        clearTimeout(timer);
-        if (connection.state === 'checking' && connection.transactionStatus() === 'I') this.core.release(connection);
-        else this.evict(connection, 'dirty-session', connection.failure);
-      },
-      (error: unknown) => {
-        clearTimeout(timer);
-        this.evict(connection, 'dirty-session', error);
-      },
-    );
+    this.#report.emit('release', error, connection.client);
+    checkin(this, this.#config, connection, error);
   }
 
   // ---- failures ----
@@ -235,20 +186,15 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
   }
 
   warn(message: string, fields: Record<string, unknown>): void {
-    this.#log('warn', message, fields);
+    this.#report.log('warn', message, fields);
   }
 
   tuned(keepaliveIntervalMillis: number, reason: string): void {
-    this.#log('info', `keepalive pings every ${keepaliveIntervalMillis} ms: ${reason}`, { keepaliveIntervalMillis });
+    this.#report.log('info', `keepalive pings every ${keepaliveIntervalMillis} ms: ${reason}`, { keepaliveIntervalMillis });
     this.#maintenance.reschedule();
-    this.#events.emit('tuned', { keepaliveIntervalMillis, reason });
+    this.#report.emit('tuned', { keepaliveIntervalMillis, reason });
   }
 
-  // pg's `log` option hears everything; the `logger` option gets levels.
-  #log(level: LogLevel, message: string, fields: Record<string, unknown> = {}): void {
-    this.#config.log?.(message, fields);
-    writeLog(this.#config.logger, level, message, fields);
-  }
 
   /**
    * Whether work that failed with `error` may run again. Beyond the general rules, a write refused
@@ -272,7 +218,7 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
   // happened elsewhere): stop using it until it is rechecked.
   #roleChanged(connection: PgConnection): void {
     this.#router.markDown(connection.target);
-    this.#log('warn', `${connection.target.key} refused a write: no longer primary; routing new connections elsewhere`, { host: connection.target.key });
+    this.#report.log('warn', `${connection.target.key} refused a write: no longer primary; routing new connections elsewhere`, { host: connection.target.key });
     for (const other of [...this.core.resources()]) {
       if (other.target.key !== connection.target.key || other.state === 'opening') continue;
       if (other.state === 'idle') this.evict(other, 'role-changed', undefined);
@@ -282,8 +228,8 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
 
   retried(event: RetryEvent): void {
     this.stats.retried(event.kind);
-    this.#log('debug', `retrying after ${event.kind} (attempt ${event.attempt})`, { kind: event.kind, attempt: event.attempt });
-    this.#events.emit('retry', event);
+    this.#report.log('debug', `retrying after ${event.kind} (attempt ${event.attempt})`, { kind: event.kind, attempt: event.attempt });
+    this.#report.emit('retry', event);
   }
 
   /** Runs one statement on a fresh connection: what the commit resolver asks with. */
@@ -301,15 +247,15 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
 
   resolved(resolution: CommitResolution): void {
     this.stats.commitResolutions[resolution.status]++;
-    this.#log(resolution.status === 'unknown' ? 'warn' : 'info', `commit outcome after a lost connection: ${resolution.status}`, { status: resolution.status });
+    this.#report.log(resolution.status === 'unknown' ? 'warn' : 'info', `commit outcome after a lost connection: ${resolution.status}`, { status: resolution.status });
   }
 
   /** The process was suspended or stalled: every connection must prove itself before reuse. */
   suspect(): void {
     this.#generation++;
     this.stats.suspensions++;
-    this.#log('info', 'the process was suspended or stalled; every idle connection will be checked before reuse');
-    this.#events.emit('suspend');
+    this.#report.log('info', 'the process was suspended or stalled; every idle connection will be checked before reuse');
+    this.#report.emit('suspend');
   }
 
   died(connection: PgConnection, error: Error): void {
@@ -323,7 +269,7 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
     else this.core.markBroken(connection);
     // pg.Pool re-emits idle deaths as 'error', which crashes apps that do not listen.
     // The event is kept for those that do; the eviction itself is always reported.
-    if (inBackground && this.#events.listenerCount('error') > 0) this.#events.emit('error', error, connection.client);
+    if (inBackground && this.#report.listens('error')) this.#report.emit('error', error, connection.client);
   }
 
   #noteFailure(connection: PgConnection, error: unknown): void {
@@ -338,13 +284,13 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
     if (connection.state === 'closed') return;
     this.stats.evicted(reason);
     const diagnosis = error === undefined ? undefined : this.diagnose(error, connection);
-    this.#log(reason === 'died' || reason === 'failed-check' ? 'info' : 'debug', `closing a connection (${reason})${diagnosis ? `: ${diagnosis.summary}` : ''}`, {
+    this.#report.log(reason === 'died' || reason === 'failed-check' ? 'info' : 'debug', `closing a connection (${reason})${diagnosis ? `: ${diagnosis.summary}` : ''}`, {
       reason,
       host: connection.target.key,
       cause: diagnosis?.cause,
     });
     const event: EvictionEvent = { client: connection.client, reason, error, diagnosis };
-    this.#events.emit('evict', event);
+    this.#report.emit('evict', event);
     this.core.destroy(connection);
   }
 
@@ -368,25 +314,12 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
       }
     } catch (error) {
       this.stats.connectErrors++;
-      const host = connection.target.key;
-      this.#log('warn', `could not open a connection to ${host}: ${error instanceof Error ? error.message : String(error)}`, { host, sqlState: sqlStateOf(error) });
-      this.#events.emit('connectFailed', { error, host });
-      if (this.#outageSince === undefined) {
-        this.#outageSince = Date.now();
-        this.#events.emit('outage', { error, host });
-      }
+      this.#report.openFailed(error, connection.target.key);
       throw error;
     }
     this.stats.connects++;
-    if (this.#outageSince !== undefined) {
-      const downMillis = Date.now() - this.#outageSince;
-      this.stats.lastOutage = { startedAt: new Date(this.#outageSince).toISOString(), downMillis };
-      this.#outageSince = undefined;
-      this.#log('info', `the server is reachable again after ${downMillis} ms`, { downMillis });
-      this.#events.emit('recovered', { downMillis });
-    }
-    this.#log('debug', 'opened a connection', { host: connection.target.key });
-    this.#events.emit('connect', connection.client);
+    this.#report.opened(connection.target.key);
+    this.#report.emit('connect', connection.client);
   }
 
   close(connection: PgConnection): void {
@@ -396,7 +329,7 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
   }
 
   closed(connection: PgConnection): void {
-    this.#events.emit('remove', connection.client);
+    this.#report.emit('remove', connection.client);
   }
 
   isFatalOpenError(error: unknown): boolean {

@@ -1,0 +1,65 @@
+import type { ResolvedConfig } from '../config.js';
+import { writeLog, type LogLevel } from '../diagnostics/logger.js';
+import { sqlStateOf } from '../errors.js';
+import type { StatsRecorder } from '../stats.js';
+
+/** Where pool events go (the Pool itself). */
+export interface PoolEvents {
+  emit(event: string | symbol, ...args: unknown[]): boolean;
+  listenerCount(event: string | symbol): number;
+}
+
+/**
+ * Says what the pool does: pool events, pg's `log` option and the `logger` option, plus the
+ * outage bookkeeping (from the first failed open to the next successful one).
+ */
+export class Reporter {
+  readonly #config: ResolvedConfig;
+  readonly #events: PoolEvents;
+  readonly #stats: StatsRecorder;
+  #outageSince: number | undefined;
+
+  constructor(config: ResolvedConfig, events: PoolEvents, stats: StatsRecorder) {
+    this.#config = config;
+    this.#events = events;
+    this.#stats = stats;
+  }
+
+  emit(event: string, ...args: unknown[]): void {
+    this.#events.emit(event, ...args);
+  }
+
+  /** Emits only if someone listens, for events that would otherwise cost on every checkout. */
+  emitIfHeard(event: string, details: () => unknown): void {
+    if (this.#events.listenerCount(event) > 0) this.#events.emit(event, details());
+  }
+
+  listens(event: string): boolean {
+    return this.#events.listenerCount(event) > 0;
+  }
+
+  // pg's `log` option hears everything; the `logger` option gets levels.
+  log(level: LogLevel, message: string, fields: Record<string, unknown> = {}): void {
+    this.#config.log?.(message, fields);
+    writeLog(this.#config.logger, level, message, fields);
+  }
+
+  openFailed(error: unknown, host: string): void {
+    this.log('warn', `could not open a connection to ${host}: ${error instanceof Error ? error.message : String(error)}`, { host, sqlState: sqlStateOf(error) });
+    this.emit('connectFailed', { error, host });
+    if (this.#outageSince !== undefined) return;
+    this.#outageSince = Date.now();
+    this.emit('outage', { error, host });
+  }
+
+  opened(host: string): void {
+    if (this.#outageSince !== undefined) {
+      const downMillis = Date.now() - this.#outageSince;
+      this.#stats.lastOutage = { startedAt: new Date(this.#outageSince).toISOString(), downMillis };
+      this.#outageSince = undefined;
+      this.log('info', `the server is reachable again after ${downMillis} ms`, { downMillis });
+      this.emit('recovered', { downMillis });
+    }
+    this.log('debug', 'opened a connection', { host });
+  }
+}
