@@ -1,0 +1,1 @@
+export * from '../../src/throwaway/cluster.js';

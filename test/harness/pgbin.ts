@@ -1,0 +1,1 @@
+export * from '../../src/throwaway/pgbin.js';
