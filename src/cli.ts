@@ -1,6 +1,7 @@
 // The `pg-lifeline` command line. Each command is one entry of COMMANDS; built into dist/cli.cjs.
 import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import path from 'node:path';
+import { DEMO_USAGE, runDemo } from './demo/index.js';
 import { DOCTOR_USAGE, runDoctor, UsageError } from './doctor/index.js';
 
 interface Command {
@@ -12,6 +13,11 @@ interface Command {
 }
 
 const COMMANDS: Record<string, Command> = {
+  demo: {
+    summary: 'pg.Pool and pg-lifeline side by side under real faults (kills, restart, crash, blackhole); writes an HTML report',
+    usage: DEMO_USAGE,
+    run: runDemo,
+  },
   doctor: {
     summary: 'check a server (reachability, login, TLS, timeouts, proxy, headroom, restarts) against your pool settings',
     usage: DOCTOR_USAGE,

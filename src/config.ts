@@ -48,7 +48,7 @@ export interface PoolOptions extends Omit<pg.PoolConfig, 'Client' | 'onConnect'>
   releaseTraces?: boolean | 'auto' | undefined;
   /**
    * Automatic retry of statements and transactions that are safe to repeat, or `false` for none.
-   * Defaults: 3 attempts, backoff from 10 ms up to 1000 ms with full jitter, all within 30 s.
+   * Defaults: 5 attempts, backoff from 10 ms up to 1000 ms with full jitter, all within 30 s.
    */
   retry?: RetryOptions | false | undefined;
   /**
@@ -91,7 +91,7 @@ export interface PoolOptions extends Omit<pg.PoolConfig, 'Client' | 'onConnect'>
 
 /** Retry settings (the `retry` option). */
 export interface RetryOptions {
-  /** Most tries in all, the first included: 1 to 100. Default 3. */
+  /** Most tries in all, the first included: 1 to 100. Default 5. */
   attempts?: number | undefined;
   /** First backoff step; each later one doubles, up to `maxDelayMillis`, with full jitter. Default 10. */
   baseDelayMillis?: number | undefined;
@@ -266,7 +266,7 @@ function resolveRetry(retry: RetryOptions | false | undefined, max: number): Res
   const r = retry ?? {};
   const baseDelayMillis = int('retry.baseDelayMillis', r.baseDelayMillis, 10, 0, MAX_TIMER);
   return Object.freeze({
-    attempts: int('retry.attempts', r.attempts, 3, 1, 100),
+    attempts: int('retry.attempts', r.attempts, 5, 1, 100),
     baseDelayMillis,
     maxDelayMillis: int('retry.maxDelayMillis', r.maxDelayMillis, Math.max(1000, baseDelayMillis), baseDelayMillis, MAX_TIMER),
     deadlineMillis: int('retry.deadlineMillis', r.deadlineMillis, 30_000, 0, MAX_TIMER),

@@ -1,0 +1,153 @@
+/**
+ * The demo workload for one library, run in its own child process (the CLI re-runs itself with
+ * WORKER_ENV set) so pg.Pool's crash on an unlistened client error is a real crash of that process.
+ * stdin takes `idle on`, `idle off` and `fault-end` lines; stdout carries `P <ok> <errors>` progress
+ * lines and, last, one JSON WorkerReport line, written synchronously so a dying process still sends it.
+ */
+import { randomUUID } from 'node:crypto';
+import { writeSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { setTimeout as delay } from 'node:timers/promises';
+import pg from 'pg';
+import { Pool } from '../index.js';
+import { isOutcomeUnknown } from '../errors.js';
+import { TABLES, type Lib, type WorkerConfig, type WorkerReport } from './model.js';
+
+export const WORKER_ENV = 'PG_LIFELINE_DEMO_WORKER';
+const OP_DEADLINE_MS = 8_000;
+
+interface DemoPool {
+  query(config: { text: string; values: unknown[]; idempotent?: boolean }): Promise<pg.QueryResult>;
+  connect(): Promise<pg.PoolClient>;
+  end(): Promise<void>;
+  on(event: 'error', listener: () => void): unknown;
+}
+
+export async function runWorker(config: WorkerConfig): Promise<number> {
+  const report: WorkerReport = { lib: config.lib, ok: [], errors: [], hung: 0, acked: [], recoveries: [], errorKinds: {} };
+  let printed = false;
+  const print = (): void => {
+    if (printed) return;
+    printed = true;
+    writeLine(JSON.stringify(report));
+  };
+  // A crash still sends what was seen until then.
+  process.on('exit', print);
+  if (config.lib === 'pg-lifeline') process.on('uncaughtException', (error) => noteError(report, error, 'uncaught: '));
+
+  const poolConfig = { ...config.conn, max: config.workers, connectionTimeoutMillis: 5_000, query_timeout: config.queryTimeoutMs, application_name: `${config.appPrefix}${config.lib}` };
+  const pool: DemoPool = config.lib === 'pg' ? (new pg.Pool(poolConfig) as DemoPool) : (new Pool(poolConfig) as unknown as DemoPool);
+  // As pg's docs tell every app to; pg-lifeline needs no listener.
+  if (config.lib === 'pg') pool.on('error', () => {});
+
+  let idle = false;
+  const pending: number[] = [];
+  createInterface({ input: process.stdin }).on('line', (line) => {
+    if (line === 'idle on') idle = true;
+    else if (line === 'idle off') idle = false;
+    else if (line === 'fault-end') pending.push(Date.now());
+  }).on('close', () => process.exit(1)); // the demo is gone: stop rather than run on unwatched
+
+  const second = (): number => Math.max(0, Math.floor((Date.now() - config.t0) / 1000));
+  const count = (series: Array<number | null>): void => {
+    const s = second();
+    series[s] = (series[s] ?? 0) + 1;
+  };
+  let ok = 0;
+  let errors = 0;
+  const progress = setInterval(() => writeLine(`P ${ok} ${errors}`), 250);
+
+  const runOp = async (): Promise<void> => {
+    const id = config.idPrefix + randomUUID().slice(8);
+    const r = Math.random();
+    const kind = r < 0.5 ? 'read' : r < 0.8 ? 'ledger' : 'transfer';
+    const work =
+      kind === 'read'
+        ? pool.query({ text: `SELECT balance FROM ${TABLES.accounts} WHERE id = $1`, values: [1 + Math.floor(Math.random() * 100)], idempotent: true })
+        : kind === 'ledger'
+          ? pool.query({ text: `INSERT INTO ${TABLES.ledger}(id) VALUES ($1)`, values: [id] })
+          : transfer(pool, config.lib, id);
+    let timer: NodeJS.Timeout | undefined;
+    const watchdog = new Promise<'hung'>((resolve) => (timer = setTimeout(() => resolve('hung'), OP_DEADLINE_MS)));
+    const outcome = await Promise.race([work.then(() => 'ok' as const, (error: unknown) => ({ error })), watchdog]);
+    clearTimeout(timer);
+    if (outcome === 'hung') {
+      report.hung++;
+    } else if (outcome === 'ok') {
+      ok++;
+      count(report.ok);
+      if (kind !== 'read') report.acked.push(id);
+      const now = Date.now();
+      for (const at of pending.splice(0)) report.recoveries.push(now - at);
+    } else {
+      errors++;
+      count(report.errors);
+      noteError(report, outcome.error);
+    }
+  };
+
+  await delay(Math.max(0, config.t0 - Date.now())); // both libraries start together
+  const loop = async (): Promise<void> => {
+    while (Date.now() < config.endAt) {
+      await runOp();
+      // Long enough for idle_session_timeout (1 s) to end the sessions that wait in the pool.
+      await delay(idle ? 1_300 + Math.random() * 700 : 5);
+    }
+  };
+  await Promise.all(Array.from({ length: config.workers }, loop)); // each op is bounded by its watchdog
+  clearInterval(progress);
+  // pg.Pool's end() waits for ever on a client that is still checked out.
+  await Promise.race([pool.end().catch(() => undefined), delay(3_000)]);
+  writeLine(`P ${ok} ${errors}`);
+  print();
+  return 0;
+}
+
+/** BEGIN, two updates with a pause between them (a window for the connection to die), a log row, COMMIT. */
+async function transfer(pool: DemoPool, lib: Lib, id: string): Promise<void> {
+  const from = 1 + Math.floor(Math.random() * 50);
+  const to = 51 + Math.floor(Math.random() * 50); // locked in id order: no deadlocks of our own
+  const body = async (client: pg.PoolClient): Promise<void> => {
+    await client.query(`UPDATE ${TABLES.accounts} SET balance = balance - 1 WHERE id = $1`, [from]);
+    await client.query('SELECT pg_sleep(0.01)');
+    await client.query(`UPDATE ${TABLES.accounts} SET balance = balance + 1 WHERE id = $1`, [to]);
+    await client.query(`INSERT INTO ${TABLES.ledger}(id) VALUES ($1)`, [id]);
+  };
+  if (lib === 'pg-lifeline') {
+    await (pool as unknown as Pool).transaction(body, { retry: true });
+    return;
+  }
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    await body(client);
+    await client.query('COMMIT');
+  } catch (error) {
+    client.release(error as Error); // destroys the connection, as pg's docs say to after an error
+    throw error;
+  }
+  client.release();
+}
+
+function noteError(report: WorkerReport, error: unknown, prefix = ''): void {
+  const e = error as { code?: unknown; message?: unknown } | null;
+  const outcome = isOutcomeUnknown(error) ? ' (outcome unknown)' : '';
+  const key = `${prefix}${String(e?.code ?? '')} ${String(e?.message ?? error).split('\n')[0]?.replace(/\d+/g, 'N').slice(0, 140)}${outcome}`.trim();
+  report.errorKinds[key] = (report.errorKinds[key] ?? 0) + 1;
+}
+
+/** writeSync may write only part of a line to a pipe, or hit EAGAIN while the parent is behind. */
+function writeLine(line: string): void {
+  const data = Buffer.from(`${line}\n`);
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  for (let offset = 0; offset < data.length; ) {
+    try {
+      offset += writeSync(1, data, offset);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'EPIPE') return; // the parent is gone
+      if (code !== 'EAGAIN') throw error;
+      Atomics.wait(pause, 0, 0, 5);
+    }
+  }
+}
