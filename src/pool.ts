@@ -109,7 +109,11 @@ export class Pool extends PgPool {
       );
       return;
     }
-    return this.#promise(this.#lease(arg?.signal).then((lease) => lease.client));
+    // The common case, an idle connection ready to go, skips the async machinery entirely.
+    const ready = this.ending || arg?.signal !== undefined ? undefined : this.#manager.tryCheckout();
+    if (ready !== undefined) return this.#promise(Promise.resolve(new Lease(ready, this.#manager).client));
+    if (this.ending || arg?.signal?.aborted) return this.#promise(this.#lease(arg?.signal).then((lease) => lease.client));
+    return this.#promise(this.#manager.checkout(this.#deadline(), arg?.signal).then((connection) => new Lease(connection, this.#manager).client));
   }
 
   /**

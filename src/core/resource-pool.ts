@@ -38,6 +38,8 @@ export interface ResourceHooks<R extends PooledResource> {
   fatalOpenError(error: unknown): Error;
   /** What `failFast` rejects with while opens are failing; `error` is the last open error. */
   unavailableError(error: unknown): Error;
+  /** The backoff ceiling after an open failed with `error`: short when a retry costs the server nothing. */
+  retryCapMillis(error: unknown): number;
   /** Observes every state change, after it happened. */
   transitioned(resource: R, from: ResourceState): void;
 }
@@ -46,9 +48,8 @@ export interface ResourceHooks<R extends PooledResource> {
 export interface ResourcePoolSettings {
   readonly max: number;
   readonly min: number;
-  /** Backoff between failed opens: first step and ceiling, in milliseconds. */
+  /** Backoff between failed opens: the first step, in milliseconds (the ceiling comes from the hooks). */
   readonly retryBaseMillis: number;
-  readonly retryCapMillis: number;
   /** While opens are failing and nothing is idle, reject at once instead of waiting. */
   readonly failFast: boolean;
 }
@@ -275,11 +276,11 @@ export class ResourcePool<R extends PooledResource> {
   }
 
   #scheduleRetry(): void {
-    const { retryBaseMillis, retryCapMillis } = this.#settings;
+    const cap = this.#hooks.retryCapMillis(this.#lastOpenError);
     this.#retryTimer = setTimeout(() => {
       this.#retryTimer = undefined;
       this.#fill();
-    }, fullJitterDelay(this.#failures - 1, retryBaseMillis, retryCapMillis));
+    }, fullJitterDelay(this.#failures - 1, Math.min(this.#settings.retryBaseMillis, cap), cap));
     // Only waiters justify keeping the process alive; warming `min` alone does not.
     if (this.#waiters.length === 0) this.#retryTimer.unref();
   }

@@ -28,10 +28,14 @@ export interface EvictionEvent {
   readonly diagnosis: Diagnosis | undefined;
 }
 
-// Opening backs off from this step up to this ceiling while the server refuses. Only one attempt
-// is in flight while failing, so a low ceiling costs little and shortens recovery.
+// Opening backs off from this step while it fails, up to a ceiling that depends on what a retry
+// costs: nothing when nothing listens (so retry often, and be back within tens of ms), a forked
+// backend when the server is starting up or full (so back off further). Only one attempt is in
+// flight while failing.
 const RETRY_BASE_MILLIS = 25;
-const RETRY_CAP_MILLIS = 250;
+const RETRY_CAP_UNREACHABLE_MILLIS = 50;
+const RETRY_CAP_BUSY_MILLIS = 1000;
+const RETRY_CAP_OTHER_MILLIS = 250;
 
 /**
  * PostgreSQL policy over the generic pool: which connections may be handed out (validation,
@@ -63,7 +67,6 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
       max: config.max,
       min: config.min,
       retryBaseMillis: RETRY_BASE_MILLIS,
-      retryCapMillis: RETRY_CAP_MILLIS,
       failFast: config.failFast,
     });
     this.retrier = new Retrier(config.retry, this);
@@ -334,6 +337,12 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
 
   isFatalOpenError(error: unknown): boolean {
     return isPermanentConnectError(error) || !isConnectionError(error);
+  }
+
+  retryCapMillis(error: unknown): number {
+    const kind = classifyFailure(error);
+    if (kind === 'unreachable') return RETRY_CAP_UNREACHABLE_MILLIS;
+    return kind === 'server-starting' || kind === 'too-many-connections' ? RETRY_CAP_BUSY_MILLIS : RETRY_CAP_OTHER_MILLIS;
   }
 
   unavailableError(error: unknown): Error {
