@@ -20,11 +20,12 @@ export function checkin(host: CheckinHost, config: ResolvedConfig, connection: P
   if (error) return host.evict(connection, isConnectionError(error) ? 'died' : 'released-with-error', error);
   if (host.core.closed) return host.evict(connection, 'pool-ended', undefined);
   if (connection.uses >= config.maxUses) return host.evict(connection, 'max-uses', undefined);
-  if (now() >= connection.retireAt) return host.evict(connection, 'lifetime', undefined);
+  const t = now();
+  if (t >= connection.retireAt) return host.evict(connection, 'lifetime', undefined);
   // A query still running would run into the next user's work.
   if (hasQueryInFlight(connection.client)) return host.evict(connection, 'query-in-flight', undefined);
-  connection.idleSince = now();
-  connection.checkedAt = connection.idleSince;
+  connection.idleSince = t;
+  connection.checkedAt = t;
   if (awaitingReadyForQuery(connection.client)) return returnWhenReady(host, config, connection);
   if (connection.transactionStatus() !== 'I') return rollBack(host, config, connection);
   host.core.release(connection);
