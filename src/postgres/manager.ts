@@ -29,12 +29,14 @@ export interface EvictionEvent {
 }
 
 // Opening backs off from this step while it fails, up to a ceiling that depends on what a retry
-// costs: nothing when nothing listens (so retry often, and be back within tens of ms), a forked
-// backend when the server is starting up or full (so back off further). Only one attempt is in
-// flight while failing.
+// costs: nothing when nothing listens (so retry often, and be back within tens of ms); a short-lived
+// forked backend while the server starts up (a few a second are nothing, and it is about to be
+// back); a slot on a server that is full (back off further). Only one attempt is in flight while
+// failing.
 const RETRY_BASE_MILLIS = 25;
 const RETRY_CAP_UNREACHABLE_MILLIS = 50;
-const RETRY_CAP_BUSY_MILLIS = 1000;
+const RETRY_CAP_STARTING_MILLIS = 100;
+const RETRY_CAP_FULL_MILLIS = 1000;
 const RETRY_CAP_OTHER_MILLIS = 250;
 
 /**
@@ -346,7 +348,8 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
   retryCapMillis(error: unknown): number {
     const kind = classifyFailure(error);
     if (kind === 'unreachable') return RETRY_CAP_UNREACHABLE_MILLIS;
-    return kind === 'server-starting' || kind === 'too-many-connections' ? RETRY_CAP_BUSY_MILLIS : RETRY_CAP_OTHER_MILLIS;
+    if (kind === 'server-starting') return RETRY_CAP_STARTING_MILLIS;
+    return kind === 'too-many-connections' ? RETRY_CAP_FULL_MILLIS : RETRY_CAP_OTHER_MILLIS;
   }
 
   unavailableError(error: unknown): Error {
