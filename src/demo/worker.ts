@@ -12,6 +12,7 @@ import pg from 'pg';
 import { Pool } from '../index.js';
 import { isOutcomeUnknown } from '../errors.js';
 import { TABLES, type Lib, type WorkerConfig, type WorkerReport } from './model.js';
+import { settleWithin } from '../throwaway/wait.js';
 
 export const WORKER_ENV = 'PG_LIFELINE_DEMO_WORKER';
 const OP_DEADLINE_MS = 8_000;
@@ -67,10 +68,7 @@ export async function runWorker(config: WorkerConfig): Promise<number> {
         : kind === 'ledger'
           ? pool.query({ text: `INSERT INTO ${TABLES.ledger}(id) VALUES ($1)`, values: [id] })
           : transfer(pool, config.lib, id);
-    let timer: NodeJS.Timeout | undefined;
-    const watchdog = new Promise<'hung'>((resolve) => (timer = setTimeout(() => resolve('hung'), OP_DEADLINE_MS)));
-    const outcome = await Promise.race([work.then(() => 'ok' as const, (error: unknown) => ({ error })), watchdog]);
-    clearTimeout(timer);
+    const outcome = await settleWithin(work, OP_DEADLINE_MS);
     if (outcome === 'hung') {
       report.hung++;
     } else if (outcome === 'ok') {

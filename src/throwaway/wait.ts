@@ -30,3 +30,17 @@ export async function waitFor<T>(
     await delay(intervalMs);
   }
 }
+
+/**
+ * How `work` settled, or 'hung' if it had not within `millis`: a workload's guard against an
+ * operation that never returns. The timer is cleared either way.
+ */
+export async function settleWithin(work: Promise<unknown>, millis: number): Promise<'ok' | 'hung' | { error: unknown }> {
+  let timer: NodeJS.Timeout | undefined;
+  const watchdog = new Promise<'hung'>((resolve) => (timer = setTimeout(() => resolve('hung'), millis)));
+  try {
+    return await Promise.race([work.then(() => 'ok' as const, (error: unknown) => ({ error })), watchdog]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -14,6 +14,7 @@ import { pathToFileURL } from 'node:url';
 import { setTimeout as delay } from 'node:timers/promises';
 import pg from 'pg';
 import { emptyReport, type Lib, type WorkerReport } from './report.js';
+import { settleWithin } from '../harness/wait.js';
 
 const env = process.env;
 // CHAOS_LIFELINE: another build of pg-lifeline to test (e.g. dist/index.js); default the source.
@@ -193,10 +194,7 @@ async function runOp(op: Op): Promise<void> {
     work = Promise.reject(error); // a synchronous throw is a failure like any other
   }
 
-  let timer: NodeJS.Timeout | undefined;
-  const watchdog = new Promise<'hung'>((resolve) => (timer = setTimeout(() => resolve('hung'), OP_DEADLINE_MS)));
-  const outcome = await Promise.race([work.then(() => 'ok' as const, (error: unknown) => ({ error })), watchdog]);
-  clearTimeout(timer);
+  const outcome = await settleWithin(work, OP_DEADLINE_MS);
   if (outcome === 'hung') {
     report.hung++;
     return;
