@@ -6,6 +6,7 @@ import { isConnectionError } from './postgres/classify.js';
 import { Lease } from './postgres/lease.js';
 import { ConnectionManager } from './postgres/manager.js';
 import type { Attempt } from './postgres/retrier.js';
+import { now } from './core/resource-pool.js';
 import { attemptTransaction, beginStatement, deadlineIn, type TransactionHost, type TransactionOptions } from './postgres/transaction.js';
 import type { PoolStats } from './stats.js';
 
@@ -110,10 +111,11 @@ export class Pool extends PgPool {
       return;
     }
     // The common case, an idle connection ready to go, skips the async machinery entirely.
-    const ready = this.ending || arg?.signal !== undefined ? undefined : this.#manager.tryCheckout();
+    const t = now();
+    const ready = this.ending || arg?.signal !== undefined ? undefined : this.#manager.tryCheckout(t);
     if (ready !== undefined) return this.#promise(Promise.resolve(new Lease(ready, this.#manager).client));
     if (this.ending || arg?.signal?.aborted) return this.#promise(this.#lease(arg?.signal).then((lease) => lease.client));
-    return this.#promise(this.#manager.checkout(this.#deadline(), arg?.signal).then((connection) => new Lease(connection, this.#manager).client));
+    return this.#promise(this.#manager.checkout(this.#deadline(t), arg?.signal, t, (connection) => new Lease(connection, this.#manager).client));
   }
 
   /**
@@ -212,8 +214,10 @@ export class Pool extends PgPool {
   async #lease(signal: AbortSignal | undefined): Promise<Lease> {
     if (this.ending) throw new PoolEndedError();
     if (signal?.aborted) throw new AbortedError('Waiting for a connection', signal.reason);
-    const connection = this.#manager.tryCheckout() ?? (await this.#manager.checkout(this.#deadline(), signal));
-    return new Lease(connection, this.#manager);
+    const t = now();
+    const ready = this.#manager.tryCheckout(t);
+    if (ready !== undefined) return new Lease(ready, this.#manager);
+    return this.#manager.checkout(this.#deadline(t), signal, t, (connection) => new Lease(connection, this.#manager));
   }
 
   async #run(text: unknown, values: unknown): Promise<pg.QueryResult> {
@@ -233,7 +237,8 @@ export class Pool extends PgPool {
 
   async #attempt(text: unknown, values: unknown, idempotent: boolean, signal: AbortSignal | undefined): Promise<Attempt<pg.QueryResult>> {
     const manager = this.#manager;
-    const connection = manager.tryCheckout() ?? (await manager.checkout(this.#deadline(), signal));
+    const t = now();
+    const connection = manager.tryCheckout(t) ?? (await manager.checkout(this.#deadline(t), signal, t, (ready) => ready));
     try {
       const value = await connection.client.query(text as string, values as unknown[] | undefined);
       manager.checkin(connection, undefined);
@@ -270,8 +275,10 @@ export class Pool extends PgPool {
     return submittable;
   }
 
-  #deadline(): number {
-    return deadlineIn(this.#config.connectionTimeoutMillis);
+  // `t`: the caller's clock reading, taken once per checkout.
+  #deadline(t: number): number {
+    const millis = this.#config.connectionTimeoutMillis;
+    return millis === 0 ? Infinity : t + millis;
   }
 
   #promise<T>(promise: Promise<T>): Promise<T> {

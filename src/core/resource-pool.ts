@@ -129,14 +129,14 @@ export class ResourcePool<R extends PooledResource> {
   }
 
   /**
-   * Waits for a resource until `deadline` (a {@link now} timestamp; Infinity for none) or until
-   * `signal` aborts. Opens new resources while there is room.
+   * Waits for a resource to be released or opened, until `deadline` (a {@link now} timestamp;
+   * Infinity for none) or until `signal` aborts, opening new ones while there is room. Callers take
+   * idle resources with {@link takeIdle} first, so whatever this resolves with was handed over
+   * just now. `since`: when the caller started waiting (for timeout messages).
    */
-  acquire(deadline: number, signal?: AbortSignal): Promise<R> {
+  acquire(deadline: number, signal: AbortSignal | undefined, since: number): Promise<R> {
     if (this.#closed) return Promise.reject(new PoolEndedError());
     if (signal?.aborted) return Promise.reject(new AbortedError('Waiting for a connection', signal.reason));
-    const idle = this.takeIdle();
-    if (idle !== undefined) return Promise.resolve(idle);
     if (this.#settings.failFast && this.#failures > 0) {
       // Keep one probe going so the pool notices the server coming back without any waiter.
       this.#probe = true;
@@ -144,7 +144,7 @@ export class ResourcePool<R extends PooledResource> {
       return Promise.reject(this.#hooks.unavailableError(this.#lastOpenError));
     }
     return new Promise<R>((resolve, reject) => {
-      const waiter: Waiter<R> = { resolve, reject, settled: false, since: now(), deadline, signal, onAbort: undefined };
+      const waiter: Waiter<R> = { resolve, reject, settled: false, since, deadline, signal, onAbort: undefined };
       if (deadline < this.#deadlineAt) this.#armDeadline(deadline);
       if (signal !== undefined) {
         waiter.onAbort = () => this.#settle(waiter, new AbortedError('Waiting for a connection', signal.reason));
