@@ -123,12 +123,12 @@ export class Pool extends PgPool {
    * ordinary SQL error does not cost the connection; only a dead one is discarded.
    */
   query<T extends pg.Submittable>(queryStream: T): T;
-  query<R extends any[] = any[], I = any[]>(queryConfig: pg.QueryArrayConfig<I> & StatementOptions, values?: pg.QueryConfigValues<I>): Promise<pg.QueryArrayResult<R>>;
-  query<R extends pg.QueryResultRow = any, I = any[]>(queryConfig: pg.QueryConfig<I> & StatementOptions): Promise<pg.QueryResult<R>>;
-  query<R extends pg.QueryResultRow = any, I = any[]>(queryTextOrConfig: string | (pg.QueryConfig<I> & StatementOptions), values?: pg.QueryConfigValues<I>): Promise<pg.QueryResult<R>>;
-  query<R extends any[] = any[], I = any[]>(queryConfig: pg.QueryArrayConfig<I> & StatementOptions, callback: (err: Error, result: pg.QueryArrayResult<R>) => void): void;
-  query<R extends pg.QueryResultRow = any, I = any[]>(queryTextOrConfig: string | (pg.QueryConfig<I> & StatementOptions), callback: (err: Error, result: pg.QueryResult<R>) => void): void;
-  query<R extends pg.QueryResultRow = any, I = any[]>(queryText: string, values: pg.QueryConfigValues<I>, callback: (err: Error, result: pg.QueryResult<R>) => void): void;
+  query<R extends unknown[] = unknown[], I = unknown[]>(queryConfig: pg.QueryArrayConfig<I> & StatementOptions, values?: pg.QueryConfigValues<I>): Promise<pg.QueryArrayResult<R>>;
+  query<R extends pg.QueryResultRow = pg.QueryResultRow, I = unknown[]>(queryConfig: pg.QueryConfig<I> & StatementOptions): Promise<pg.QueryResult<R>>;
+  query<R extends pg.QueryResultRow = pg.QueryResultRow, I = unknown[]>(queryTextOrConfig: string | (pg.QueryConfig<I> & StatementOptions), values?: pg.QueryConfigValues<I>): Promise<pg.QueryResult<R>>;
+  query<R extends unknown[] = unknown[], I = unknown[]>(queryConfig: pg.QueryArrayConfig<I> & StatementOptions, callback: (err: Error, result: pg.QueryArrayResult<R>) => void): void;
+  query<R extends pg.QueryResultRow = pg.QueryResultRow, I = unknown[]>(queryTextOrConfig: string | (pg.QueryConfig<I> & StatementOptions), callback: (err: Error, result: pg.QueryResult<R>) => void): void;
+  query<R extends pg.QueryResultRow = pg.QueryResultRow, I = unknown[]>(queryText: string, values: pg.QueryConfigValues<I>, callback: (err: Error, result: pg.QueryResult<R>) => void): void;
   query(text: unknown, values?: unknown, callback?: unknown): unknown {
     if (typeof text === 'function') {
       // As pg.Pool: the error goes to the callback only, so callback-style code sees no stray rejection.

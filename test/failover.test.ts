@@ -47,7 +47,7 @@ async function failover(order: 'promote-then-stop' | 'stop-then-promote'): Promi
       if (kind < 0.5) {
         // An idempotent write: safe to repeat, so it must never fail.
         const result = await pool.query({ text: "WITH w AS (INSERT INTO acked VALUES ($1) ON CONFLICT DO NOTHING) SELECT current_setting('port')::int AS port", values: [id], idempotent: true });
-        port = result.rows[0].port;
+        port = result.rows[0]?.port;
       } else {
         port = await pool.transaction(
           async (client) => {

@@ -144,7 +144,7 @@ describe('connections that die while checked out', () => {
       assert.equal(pool.stats().evictions.died, 1);
       await waitFor('the socket to close', () => pool.stats().invalidations > 0);
       assert.equal(pool.stats().invalidations, 1, 'one death, one invalidation');
-      assert.equal((await pool.query('SELECT 1 AS ok')).rows[0].ok, 1);
+      assert.equal((await pool.query('SELECT 1 AS ok')).rows[0]?.ok, 1);
     } finally {
       await pool.end();
     }
@@ -160,7 +160,7 @@ describe('connections that die while checked out', () => {
       await assert.rejects(client.query('SELECT 1'), ConnectionLostError);
       client.release();
       assert.equal(pool.stats().evictions.died, 1);
-      assert.equal((await pool.query('SELECT 2 AS ok')).rows[0].ok, 2);
+      assert.equal((await pool.query('SELECT 2 AS ok')).rows[0]?.ok, 2);
     } finally {
       await pool.end();
     }
@@ -227,7 +227,7 @@ describe('half-open connections', () => {
       const pending = pool.query('SELECT 1 AS ok');
       await waitFor('the probe to fail', () => pool.stats().failedValidations === 1);
       proxy.passThrough();
-      assert.equal((await pending).rows[0].ok, 1);
+      assert.equal((await pending).rows[0]?.ok, 1);
       assert.equal(pool.stats().evictions['failed-check'], 1);
     } finally {
       await pool.end();

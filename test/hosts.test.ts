@@ -18,7 +18,7 @@ after(() => Promise.all([first?.destroy(), second?.destroy(), replicas?.destroy(
 
 /** The port of the server a query lands on. */
 async function portOf(pool: Pool): Promise<number> {
-  return Number((await pool.query("SELECT current_setting('port') AS port")).rows[0].port);
+  return Number((await pool.query("SELECT current_setting('port') AS port")).rows[0]?.port);
 }
 
 async function withPool<T>(options: PoolOptions, fn: (pool: Pool) => Promise<T>): Promise<T> {
@@ -81,7 +81,7 @@ describe('host lists', () => {
       await withPool(options, async (pool) => assert.equal(await portOf(pool), first.port, JSON.stringify(options)));
     }
     await withPool(forms[0] as PoolOptions, async (pool) => {
-      assert.equal((await pool.query('SHOW application_name')).rows[0].application_name, 'key value');
+      assert.equal((await pool.query('SHOW application_name')).rows[0]?.application_name, 'key value');
     });
   });
 
@@ -115,7 +115,7 @@ describe('host lists', () => {
         await first.setSetting('default_transaction_read_only', 'on');
         // Not idempotent: a refused write did not apply, so running it elsewhere is safe.
         const result = await pool.query("INSERT INTO moved VALUES (1) RETURNING current_setting('port')::int AS port");
-        assert.equal(result.rows[0].port, second.port);
+        assert.equal(result.rows[0]?.port, second.port);
         assert.ok(pool.stats().retriesByKind['read-only'] === 1);
         assert.equal(await portOf(pool), second.port, 'new work goes to the writable server');
       });

@@ -73,7 +73,7 @@ test('53300 too many connections is waited out: every query succeeds on the conn
   const pool = new Pool({ ...cluster.clientConfig(), user: 'app', max: 4, application_name: 'squeezed' });
   try {
     const results = await Promise.all([1, 2, 3, 4, 5, 6].map((n) => pool.query('SELECT $1::int AS n', [n])));
-    assert.deepEqual(results.map((r) => r.rows[0].n), [1, 2, 3, 4, 5, 6]);
+    assert.deepEqual(results.map((r) => r.rows[0]?.n), [1, 2, 3, 4, 5, 6]);
     assert.ok(pool.stats().connectErrors >= 1, 'the server refused the extra connections');
     // Attempts may still be in flight (and refused), so count the connections that ever opened.
     assert.equal(pool.stats().connects, 1);

@@ -50,7 +50,7 @@ async function warm(pool: Pool, n: number): Promise<void> {
 /** Runs `n` parameterized queries at once and checks every answer. */
 async function queryAll(pool: Pool, n: number): Promise<void> {
   const results = await Promise.all(Array.from({ length: n }, (_, i) => pool.query('SELECT $1::int AS i', [i])));
-  assert.deepEqual(results.map((r) => r.rows[0].i), Array.from({ length: n }, (_, i) => i));
+  assert.deepEqual(results.map((r) => r.rows[0]?.i), Array.from({ length: n }, (_, i) => i));
 }
 
 /** Server backends (PgBouncer's server connections) other than the harness's own. */
@@ -76,7 +76,7 @@ for (const mode of MODES) {
       const { pool } = makePool({ max: 3 });
       const base = mode === 'transaction' ? 100 : 200;
       try {
-        assert.equal((await pool.query('SELECT 1 AS one')).rows[0].one, 1);
+        assert.equal((await pool.query('SELECT 1 AS one')).rows[0]?.one, 1);
         // pg sends parameters through the unnamed prepared statement, which is per-transaction safe.
         const { rows } = await pool.query('SELECT $1::int + $2::int AS sum, $3::text AS t', [2, 3, 'x']);
         assert.deepEqual(rows, [{ sum: 5, t: 'x' }]);
@@ -108,7 +108,7 @@ for (const mode of MODES) {
       const { pool } = makePool({ max: 2, validationWindowMillis: 0 });
       try {
         await warm(pool, 2);
-        for (let i = 0; i < 10; i++) assert.equal((await pool.query('SELECT $1::int AS i', [i])).rows[0].i, i);
+        for (let i = 0; i < 10; i++) assert.equal((await pool.query('SELECT $1::int AS i', [i])).rows[0]?.i, i);
         const stats = pool.stats();
         assert.ok(stats.validations >= 10, `validations: ${stats.validations}`);
         assert.equal(stats.failedValidations, 0);
@@ -295,7 +295,7 @@ describe('where PgBouncer differs from a server', { skip: noBouncer, timeout: 30
       assert.ok(error instanceof QueryTimeoutError, String(error));
       const running = async (): Promise<number> => (await cluster.query(`SELECT 1 FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%timeout_probe%' AND backend_type = 'client backend' AND pid <> pg_backend_pid()`)).length;
       await waitFor('the statement to stop on the server', async () => (await running()) === 0, { timeoutMs: 3_000 });
-      assert.equal((await pool.query('SELECT 1 AS ok')).rows[0].ok, 1);
+      assert.equal((await pool.query('SELECT 1 AS ok')).rows[0]?.ok, 1);
     } finally {
       await pool.end();
       await bouncer.destroy();

@@ -336,7 +336,7 @@ describe('acquire failures', () => {
         held.release();
       }
       // The pool is intact: the held connection is reusable.
-      assert.equal((await pool.query('SELECT 1 AS one')).rows[0].one, 1);
+      assert.equal((await pool.query('SELECT 1 AS one')).rows[0]?.one, 1);
       // An idle connection is free now, and an already-aborted signal must still win.
       assert.equal(pool.idleCount, 1);
       await assert.rejects(pool.connect({ signal: AbortSignal.abort() }), AbortedError);
