@@ -26,10 +26,14 @@ export interface PoolOptions extends Omit<pg.PoolConfig, 'Client' | 'onConnect'>
   /**
    * Longest one attempt to open a connection may take (TCP, TLS, authentication). Shorter than
    * the acquire deadline (`connectionTimeoutMillis`), so an attempt lost to a dead network leaves
-   * time for another. Default: a third of `connectionTimeoutMillis` (at least 1000, at most 10000).
+   * time for another. Default: a third of `connectionTimeoutMillis`, kept within 1000 to 10000 (all of it when that is
+   * under 1000; 10000 when it is 0).
    */
   connectAttemptTimeoutMillis?: number | undefined;
-  /** Longest a checkout probe may take before the connection is discarded. Default 3000. */
+  /**
+   * Longest a checkout probe, a keepalive ping, or the ROLLBACK of a session given back dirty may
+   * take before the connection is discarded. Default 3000.
+   */
   validationTimeoutMillis?: number | undefined;
   /**
    * Idle connections are pinged this often (minus up to 10 % jitter) so dead ones are found
