@@ -261,7 +261,10 @@ export class NoMatchingHostError extends LifelineError {
  * Every other pg-lifeline failure of a statement means it did not take effect.
  */
 export function isOutcomeUnknown(err: unknown): boolean {
-  return err instanceof LifelineError && (err as { outcome?: unknown }).outcome === 'unknown';
+  if (err instanceof LifelineError) return (err as { outcome?: unknown }).outcome === 'unknown';
+  // Libraries that rebuild errors of their own from ours (Prisma) keep the code.
+  const code = (err as { code?: unknown } | null | undefined)?.code;
+  return code === 'PGL_OUTCOME_UNKNOWN' || code === 'PGL_COMMIT_OUTCOME_UNKNOWN';
 }
 
 const TRACE_HINT =

@@ -2,7 +2,7 @@
 // the stats, events and logs that report it.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { OutcomeUnknownError, Pool, QueryTimeoutError, type EvictionEvent, type PoolOptions } from '../src/index.js';
+import { ConnectionLostError, OutcomeUnknownError, Pool, QueryTimeoutError, isOutcomeUnknown, type EvictionEvent, type PoolOptions } from '../src/index.js';
 import { PgCluster } from './harness/cluster.js';
 import { FaultProxy } from './harness/proxy.js';
 import { waitFor } from './harness/wait.js';
@@ -40,6 +40,31 @@ describe('errors that explain themselves', () => {
     } finally {
       await pool.end();
     }
+  });
+
+  test('a checked-out connection killed between statements: the next one names the kill, not a generic error', async () => {
+    const { pool, app } = makePool();
+    const client = await pool.connect();
+    try {
+      await client.query('BEGIN');
+      await cluster.terminateBackends(app);
+      await waitFor('the pool to see the death', () => pool.stats().invalidations === 1);
+      const error = await client.query('SELECT 1').then(() => assert.fail('should fail'), (e: unknown) => e);
+      assert.ok(error instanceof ConnectionLostError);
+      assert.equal(error.diagnosis.cause, 'admin-terminated');
+      assert.equal(error.sqlState, '57P01');
+      assert.match(error.message, /administrator command/);
+    } finally {
+      client.release();
+      await pool.end();
+    }
+  });
+
+  test('isOutcomeUnknown knows the code on errors that libraries rebuild from ours', () => {
+    assert.equal(isOutcomeUnknown(Object.assign(new Error('rebuilt'), { code: 'PGL_OUTCOME_UNKNOWN' })), true);
+    assert.equal(isOutcomeUnknown(Object.assign(new Error('rebuilt'), { code: 'PGL_COMMIT_OUTCOME_UNKNOWN' })), true);
+    assert.equal(isOutcomeUnknown(Object.assign(new Error('rebuilt'), { code: 'PGL_CONNECTION_LOST' })), false);
+    assert.equal(isOutcomeUnknown(null), false);
   });
 
   test("an idle session ended by the server names the server's timeout", async () => {

@@ -158,7 +158,9 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
   #needsCheck(connection: PgConnection, t: number): boolean {
     if (connection.generation < this.#generation) return true;
     const lastSeen = Math.max(connection.idleSince, connection.checkedAt);
-    return t - lastSeen > this.#config.validationWindowMillis || t >= connection.retireAt;
+    const window = this.#config.validationWindowMillis;
+    // A window of 0 checks every checkout, even one handed over in the same instant.
+    return t - lastSeen > window || window === 0 || t >= connection.retireAt;
   }
 
   #leased(connection: PgConnection, t: number, waitMillis: number, validated: boolean): PgConnection {
@@ -198,8 +200,12 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
     // A query can see the failure before the socket reports it, and the connection may be
     // closed by then, so the server-wide suspicion is raised from here too.
     this.#noteFailure(connection, error);
-    const diagnosis = this.diagnose(error, connection);
-    return outcomeOf(error, sent) === 'unknown' ? new OutcomeUnknownError(error, diagnosis) : new ConnectionLostError(error, diagnosis);
+    // A statement on a connection that died earlier gets a generic error from pg ("not queryable",
+    // "terminated"); the failure recorded when it died says why, unless the server said so to this
+    // statement itself. Whether the statement ran still depends on its own error.
+    const cause = sqlStateOf(error) === undefined ? (connection.failure ?? error) : error;
+    const diagnosis = this.diagnose(cause, connection);
+    return outcomeOf(error, sent) === 'unknown' ? new OutcomeUnknownError(cause, diagnosis) : new ConnectionLostError(cause, diagnosis);
   }
 
   /** Explains a failure of `connection`: cause, age, idle time, host, server settings, advice. */
