@@ -96,6 +96,14 @@ describe('classification of dying connections', () => {
     assert.equal(isSafeToRetry(error, { sent: true, idempotent: true }), true);
     // Had it not been sent, nothing would be in doubt.
     assert.equal(isSafeToRetry(error, { sent: false, idempotent: false }), true);
+    // An ORM's wrapper with no code of its own (Drizzle's "Failed query: ...") is read through.
+    const wrapper = new Error('Failed query: SELECT pg_sleep(30)', { cause: error });
+    assert.equal(classifyFailure(new Error('outer', { cause: wrapper })), 'connection-lost');
+    assert.equal(outcomeOf(wrapper, true), 'unknown');
+    assert.ok(isConnectionError(wrapper));
+    const loop = new Error('wraps itself');
+    Object.assign(loop, { cause: loop });
+    assert.equal(classifyFailure(loop), 'unknown');
   });
 
   test('57P05 idle_session_timeout: the server had read nothing, so any statement may run again', async () => {

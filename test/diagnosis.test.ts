@@ -24,6 +24,7 @@ describe('errors that explain themselves', () => {
     const { pool, app } = makePool();
     try {
       await pool.query('SELECT 1');
+      const evicted = new Promise<EvictionEvent>((resolve) => pool.on('evict', resolve));
       const running = pool.query('SELECT pg_sleep(30)').then(() => assert.fail('should fail'), (e: unknown) => e);
       await waitFor('the statement to run', async () => (await cluster.query(`SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND state = 'active'`, [app])).length === 1);
       await cluster.terminateBackends(app);
@@ -37,6 +38,10 @@ describe('errors that explain themselves', () => {
       assert.ok((d.server?.startedAt ?? 0) > 0, 'the server start time was learned');
       assert.match(error.message, /administrator command/);
       assert.match(error.message, /To avoid it: /);
+      // The eviction tells the same story, not the socket's "Connection terminated" that followed.
+      const eviction = await evicted;
+      assert.equal(eviction.reason, 'died');
+      assert.equal(eviction.diagnosis?.cause, 'admin-terminated');
     } finally {
       await pool.end();
     }
@@ -56,6 +61,31 @@ describe('errors that explain themselves', () => {
       assert.match(error.message, /administrator command/);
     } finally {
       client.release();
+      await pool.end();
+    }
+  });
+
+  test('a checked-out client killed under a statement: the eviction names the kill, not the socket closing after it', async () => {
+    const { pool, app } = makePool();
+    const evicted = new Promise<EvictionEvent>((resolve) => pool.on('evict', resolve));
+    const client = await pool.connect();
+    let failure: unknown;
+    try {
+      const running = client.query('SELECT pg_sleep(30)').then(() => assert.fail('should fail'), (e: unknown) => e);
+      await waitFor('the statement to run', async () => (await cluster.query(`SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND state = 'active'`, [app])).length === 1);
+      await cluster.terminateBackends(app);
+      failure = await running;
+      // Released only once the socket has closed too, so the pool has both errors to choose from.
+      await waitFor('the pool to see the death', () => pool.stats().invalidations === 1);
+    } finally {
+      client.release(failure instanceof Error ? failure : undefined);
+    }
+    try {
+      const eviction = await evicted;
+      assert.equal(eviction.reason, 'died');
+      assert.equal(eviction.diagnosis?.cause, 'admin-terminated');
+      assert.match(String(eviction.error), /administrator command/);
+    } finally {
       await pool.end();
     }
   });

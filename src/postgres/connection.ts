@@ -4,10 +4,10 @@ import type { ServerIdentity } from './commit-resolver.js';
 import { isPermanentConnectError } from './classify.js';
 import { ROLE_SQL, roleMatches, type HostRouter } from './host-router.js';
 import type { HostTarget } from './hosts.js';
-import { NoMatchingHostError } from '../errors.js';
+import { NoMatchingHostError, sqlStateOf } from '../errors.js';
 import { PooledResource, now } from '../core/resource-pool.js';
 import { minusJitter } from '../core/backoff.js';
-import { destroySocket, sendCancelRequest, transactionStatusReader, type TransactionStatus } from './internals.js';
+import { answerReadyForQueryWaiters, destroySocket, sendCancelRequest, transactionStatusReader, type TransactionStatus } from './internals.js';
 
 /** What a connection reports to its owner over its life. */
 export interface ConnectionOwner {
@@ -41,8 +41,8 @@ export class PgConnection extends PooledResource {
   uses = 0;
   /** How long it sat idle before its current checkout. */
   idleBeforeCheckout = 0;
-  /** The first failure that killed it. */
-  failure: Error | undefined;
+  #failure: Error | undefined;
+  #serverWord: Error | undefined;
   /** Whether this connection's death has already made the server suspect (once per connection). */
   failureNoted = false;
   /** Which server this is (system id and timeline), learned with its first tracked commit. */
@@ -190,8 +190,11 @@ export class PgConnection extends PooledResource {
           this.checkedAt = now();
           resolve(true);
         },
-        () => {
+        (error: unknown) => {
           clearTimeout(timer);
+          // The eviction must say why: the socket's own error may not have arrived yet.
+          this.#die(error instanceof Error ? error : new Error(String(error)));
+          destroySocket(this.client);
           resolve(false);
         },
       );
@@ -230,6 +233,19 @@ export class PgConnection extends PooledResource {
     });
   }
 
+  /**
+   * Why it died, once it has: what the server told a statement as it ended the session (57P01,
+   * 57P02...) if it did, else the first failure the socket saw ("Connection terminated").
+   */
+  get failure(): Error | undefined {
+    return this.#failure === undefined ? undefined : (this.#serverWord ?? this.#failure);
+  }
+
+  /** Keeps the server's own word on a session it ended, which explains the death best. */
+  heardFromServer(error: unknown): void {
+    if (error instanceof Error && sqlStateOf(error) !== undefined) this.#serverWord ??= error;
+  }
+
   /** Cuts the socket now (shutdown deadline, or a connection still opening). */
   destroy(): void {
     destroySocket(this.client);
@@ -237,8 +253,10 @@ export class PgConnection extends PooledResource {
   }
 
   #die(error: Error): void {
-    if (this.failure !== undefined || this.#closing !== undefined) return;
-    this.failure = error;
+    if (this.#failure !== undefined || this.#closing !== undefined) return;
+    this.#failure = error;
     this.#owner.died(this, error);
+    // After the pool has marked it dead, so a waiting checkin sees that.
+    answerReadyForQueryWaiters(this.client);
   }
 }

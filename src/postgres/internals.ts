@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events';
 import { connect } from 'node:net';
 import type pg from 'pg';
 
@@ -69,6 +70,27 @@ export function awaitingReadyForQuery(client: pg.Client): boolean {
 /** Calls `then` when the next ReadyForQuery has been read (after pg's own handler). */
 export function onReadyForQuery(client: pg.Client, then: () => void): void {
   (client as unknown as ClientInternals).connection?.once?.('readyForQuery', then);
+}
+
+/**
+ * A dead connection never sends ReadyForQuery, so whoever waits for the next one would wait for
+ * ever: pg-cursor's close() (which a destroyed pg-query-stream waits on), or a checkin waiting
+ * to read the transaction status. Answers those waiting now, and anyone who starts waiting later.
+ * Only one-shot waiters are called: pg's own permanent handler would send queued queries.
+ */
+export function answerReadyForQueryWaiters(client: pg.Client): void {
+  const connection = (client as unknown as ClientInternals).connection;
+  if (!(connection instanceof EventEmitter)) return;
+  const answer = (): void => {
+    for (const raw of connection.rawListeners('readyForQuery')) {
+      if (typeof (raw as { listener?: unknown }).listener === 'function') (raw as () => void).call(connection);
+    }
+  };
+  answer();
+  // The listener is only added after 'newListener' fires, so answer on the next turn.
+  connection.on('newListener', (event: string | symbol) => {
+    if (event === 'readyForQuery') setImmediate(answer);
+  });
 }
 
 /** Tears the socket down at once, without the graceful Terminate a half-open peer would never answer. */

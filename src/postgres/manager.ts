@@ -200,10 +200,11 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
     // A query can see the failure before the socket reports it, and the connection may be
     // closed by then, so the server-wide suspicion is raised from here too.
     this.#noteFailure(connection, error);
+    if (isConnectionError(error)) connection.heardFromServer(error);
     // A statement on a connection that died earlier gets a generic error from pg ("not queryable",
-    // "terminated"); the failure recorded when it died says why, unless the server said so to this
-    // statement itself. Whether the statement ran still depends on its own error.
-    const cause = sqlStateOf(error) === undefined ? (connection.failure ?? error) : error;
+    // "terminated"); the failure recorded when it died says why. Whether the statement ran still
+    // depends on its own error.
+    const cause = connection.failure ?? error;
     const diagnosis = this.diagnose(cause, connection);
     return outcomeOf(error, sent) === 'unknown' ? new OutcomeUnknownError(cause, diagnosis) : new ConnectionLostError(cause, diagnosis);
   }
