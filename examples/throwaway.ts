@@ -1,0 +1,23 @@
+// Where an example's database comes from: DATABASE_URL when it is set, otherwise a throwaway
+// PostgreSQL from this repository's own facility (src/throwaway), on a random port of 127.0.0.1,
+// stopped and deleted when the example is done. Copying an example into your own project? Drop
+// this file and read process.env.DATABASE_URL instead.
+import { PgCluster } from '../src/throwaway/cluster.js';
+
+export interface ExampleDatabase {
+  readonly url: string;
+  /** Stops and deletes the throwaway server; nothing to do for DATABASE_URL. */
+  close(): Promise<void>;
+}
+
+export async function openDatabase(): Promise<ExampleDatabase> {
+  const url = process.env['DATABASE_URL'];
+  if (url) {
+    console.log(`database: DATABASE_URL (${url.replace(/:[^:@/]*@/, ':***@')})`);
+    return { url, close: async () => undefined };
+  }
+  // The facility also stops the server if the process exits or is signalled before close().
+  const cluster = await PgCluster.start();
+  console.log(`database: throwaway PostgreSQL at ${cluster.connectionString()}`);
+  return { url: cluster.connectionString(), close: () => cluster.destroy() };
+}
