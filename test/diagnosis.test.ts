@@ -114,6 +114,23 @@ describe('errors that explain themselves', () => {
     }
   });
 
+  test('idle_session_timeout lowered after the pool read it: the first idle death makes it re-read and re-tune', async () => {
+    const { pool } = makePool({ min: 1 });
+    const tunings: Array<{ keepaliveIntervalMillis: number; reason: string }> = [];
+    pool.on('tuned', (event: { keepaliveIntervalMillis: number; reason: string }) => tunings.push(event));
+    try {
+      await pool.query('SELECT 1');
+      await cluster.setSetting('idle_session_timeout', '400ms');
+      const event = await waitFor('the keepalive to be tuned', () => tunings[0]);
+      assert.equal(event.keepaliveIntervalMillis, 200);
+      assert.match(event.reason, /idle_session_timeout/);
+      assert.ok(pool.stats().evictions.died >= 1, 'a session ended for idleness first');
+    } finally {
+      await pool.end();
+      await cluster.resetSetting('idle_session_timeout');
+    }
+  });
+
   test('a statement past query_timeout is explained too', async () => {
     const { pool } = makePool({ query_timeout: 100 });
     try {

@@ -300,6 +300,8 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
     // pg.Pool re-emits idle deaths as 'error', which crashes apps that do not listen.
     // The event is kept for those that do; the eviction itself is always reported.
     if (inBackground && this.#report.listens('error')) this.#report.emit('error', error, connection.client);
+    // Re-read after the death was explained: the settings may be what changed.
+    if (sqlStateOf(error) === '57P05') this.knowledge.forget(connection.target.key);
   }
 
   #noteFailure(connection: PgConnection, error: unknown): void {

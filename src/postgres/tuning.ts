@@ -76,6 +76,14 @@ export class ServerKnowledge {
   }
 
   /**
+   * Drops what was read from `host`, so the next connection reads it again: its server just ended
+   * a session for idleness, and its idle_session_timeout may have changed since it was read.
+   */
+  forget(host: string): void {
+    this.#servers.delete(host);
+  }
+
+  /**
    * An idle connection died with no word from its server. Once a few such deaths agree on an
    * idle age that no server timeout explains, that age is taken as a proxy's idle timeout.
    */
