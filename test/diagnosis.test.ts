@@ -121,6 +121,8 @@ describe('errors that explain themselves', () => {
     try {
       await pool.query('SELECT 1');
       await cluster.setSetting('idle_session_timeout', '400ms');
+      // A backend takes up a reloaded setting before its next command.
+      await pool.query('SELECT 1');
       const event = await waitFor('the keepalive to be tuned', () => tunings[0]);
       assert.equal(event.keepaliveIntervalMillis, 200);
       assert.match(event.reason, /idle_session_timeout/);
