@@ -5,16 +5,15 @@ import { after, before, beforeEach, describe, test } from 'node:test';
 import { DrizzleQueryError, eq, sql } from 'drizzle-orm';
 import { drizzle, type NodePgDatabase } from 'drizzle-orm/node-postgres';
 import { integer, pgTable, text } from 'drizzle-orm/pg-core';
-import { ConnectionLostError, OutcomeUnknownError, isOutcomeUnknown, type Pool } from '../../src/index.js';
+import { ConnectionLostError, OutcomeUnknownError, isConnectionError, isOutcomeUnknown, type Pool } from '../../src/index.js';
 import { PgCluster } from '../harness/cluster.js';
 import { waitFor } from '../harness/wait.js';
-import { SCHEMA, killBlocking, paymentCount, running, settled, terminate, warm, withPool } from './orm-shared.js';
+import { SCHEMA, paymentCount, running, settled, terminate, warm, withPool } from './orm-shared.js';
 
 const items = pgTable('items', { id: integer().primaryKey(), label: text().notNull() });
 const payments = pgTable('payments', { ref: text().notNull(), amount: integer().notNull() });
 
 type Db = NodePgDatabase;
-type Tx = Parameters<Parameters<Db['transaction']>[0]>[0];
 
 let cluster: PgCluster;
 
@@ -41,6 +40,30 @@ async function backendPid(db: Pick<Db, 'execute'>): Promise<number> {
   const pid = rows[0]?.pid;
   assert.ok(typeof pid === 'number');
   return pid;
+}
+
+/**
+ * Sends each backend SIGTERM, which is what pg_terminate_backend does, and blocks the thread until
+ * they have exited. Their goodbyes are then waiting on the sockets, but with the event loop
+ * blocked the pool cannot have read them: the app's next statements go out on dead connections.
+ */
+function killBlocking(pids: readonly number[]): void {
+  for (const pid of pids) process.kill(pid, 'SIGTERM');
+  const cell = new Int32Array(new SharedArrayBuffer(4));
+  const deadline = Date.now() + 10_000;
+  while (pids.some(isAlive)) {
+    if (Date.now() > deadline) throw new Error(`backends ${pids.join(', ')} did not exit`);
+    Atomics.wait(cell, 0, 0, 5);
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 /** A read, a write and a transaction at once, so that each takes its own connection. */
@@ -134,6 +157,8 @@ describe('Drizzle over pg-lifeline: every idle backend killed', () => {
   });
 
   test('before the pool can have read the deaths, a read-only (idempotent) pool retries its reads', async () => {
+    // The 57P01 arrives after each statement was sent, so only a pool allowed to repeat any
+    // statement retries them; Drizzle cannot mark single statements idempotent.
     await withPool(cluster, { max: 3, idempotent: true }, async (t) => {
       const db = connect(t.pool);
       const pids = await warm(cluster, t, 3);
@@ -162,7 +187,7 @@ describe('Drizzle over pg-lifeline: the connection killed inside db.transaction'
       let attempts = 0;
       let statementError: unknown;
       const pay = (): Promise<void> =>
-        db.transaction(async (tx: Tx) => {
+        db.transaction(async (tx) => {
           attempts++;
           await tx.insert(payments).values({ ref, amount: 10 });
           if (attempts === 1) await terminate(cluster, pool, await backendPid(tx));
@@ -179,6 +204,7 @@ describe('Drizzle over pg-lifeline: the connection killed inside db.transaction'
       // Drizzle wraps driver errors, and throws the error of its own ROLLBACK, which failed too.
       assert.ok(error instanceof DrizzleQueryError, String(error));
       assert.equal(error.query, 'rollback');
+      assert.equal(isConnectionError(error), true, 'the wrapper is classified by what it wraps');
       const lost = error.cause;
       assert.ok(lost instanceof ConnectionLostError, String(lost));
       assert.equal(lost.code, 'PGL_CONNECTION_LOST');
@@ -212,7 +238,7 @@ describe('Drizzle over pg-lifeline: the connection killed inside db.transaction'
       let attempts = 0;
       let statementError: unknown;
       const pay = (): Promise<void> =>
-        db.transaction(async (tx: Tx) => {
+        db.transaction(async (tx) => {
           attempts++;
           await tx.insert(payments).values({ ref, amount: 10 });
           if (attempts === 1) {
@@ -256,15 +282,11 @@ describe('Drizzle over pg-lifeline: the connection killed inside db.transaction'
       const result = await pool.transaction(
         async (client) => {
           attempts++;
+          // Drizzle over the transaction's own client; its DrizzleQueryError reaches the pool as is.
           const tx = drizzle({ client });
-          try {
-            await tx.insert(payments).values({ ref, amount: 10 });
-            if (attempts === 1) await terminate(cluster, pool, await backendPid(tx));
-            await tx.insert(items).values({ id: 22, label: ref });
-          } catch (error) {
-            // The pool judges the typed error it raised, not Drizzle's wrapper around it.
-            throw error instanceof DrizzleQueryError ? error.cause : error;
-          }
+          await tx.insert(payments).values({ ref, amount: 10 });
+          if (attempts === 1) await terminate(cluster, pool, await backendPid(tx));
+          await tx.insert(items).values({ id: 22, label: ref });
           return attempts;
         },
         { retry: true },

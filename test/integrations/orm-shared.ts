@@ -63,30 +63,6 @@ export async function running(cluster: PgCluster, pid: number): Promise<void> {
   });
 }
 
-/**
- * Sends each backend SIGTERM, which is what pg_terminate_backend does, and blocks the thread until
- * they have exited. Their goodbyes are then waiting on the sockets, but with the event loop
- * blocked the pool cannot have read them: the app's next statements go out on dead connections.
- */
-export function killBlocking(pids: readonly number[]): void {
-  for (const pid of pids) process.kill(pid, 'SIGTERM');
-  const cell = new Int32Array(new SharedArrayBuffer(4));
-  const deadline = Date.now() + 10_000;
-  while (pids.some(isAlive)) {
-    if (Date.now() > deadline) throw new Error(`backends ${pids.join(', ')} did not exit`);
-    Atomics.wait(cell, 0, 0, 5);
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /** Waits until nothing is checked out or waited for, and returns the pool's stats then. */
 export async function settled(pool: Pool): Promise<PoolStats> {
   await waitFor('every connection back in the pool', () => pool.waitingCount === 0 && pool.idleCount === pool.totalCount);
