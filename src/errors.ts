@@ -261,10 +261,28 @@ export class NoMatchingHostError extends LifelineError {
  * Every other pg-lifeline failure of a statement means it did not take effect.
  */
 export function isOutcomeUnknown(err: unknown): boolean {
-  if (err instanceof LifelineError) return (err as { outcome?: unknown }).outcome === 'unknown';
+  const inner = unwrap(err);
+  if (inner instanceof LifelineError) return (inner as { outcome?: unknown }).outcome === 'unknown';
   // Libraries that rebuild errors of their own from ours (Prisma) keep the code.
-  const code = (err as { code?: unknown } | null | undefined)?.code;
+  const code = (inner as { code?: unknown } | null | undefined)?.code;
   return code === 'PGL_OUTCOME_UNKNOWN' || code === 'PGL_COMMIT_OUTCOME_UNKNOWN';
+}
+
+// How many wrappers deep to look: enough for an ORM over a driver, and no cycle can loop.
+const MAX_WRAPPERS = 4;
+
+/**
+ * The error inside any bare wrappers around `err` (an Error with a `cause` and no code of its
+ * own, as Drizzle's DrizzleQueryError wraps pg's error); `err` itself when it is not one.
+ */
+export function unwrap(err: unknown): unknown {
+  let inner = err;
+  for (let depth = 0; depth < MAX_WRAPPERS; depth++) {
+    const e = inner as { code?: unknown; cause?: unknown } | null;
+    if (!(inner instanceof Error) || e?.code !== undefined || e?.cause === undefined) break;
+    inner = e.cause;
+  }
+  return inner;
 }
 
 const TRACE_HINT =

@@ -30,6 +30,8 @@ describe('errors that explain themselves', () => {
       await cluster.terminateBackends(app);
       const error = await running;
       assert.ok(error instanceof OutcomeUnknownError);
+      // So does an ORM's wrapper around it (Drizzle's DrizzleQueryError has no code of its own).
+      assert.ok(isOutcomeUnknown(new Error('Failed query: SELECT pg_sleep(30)', { cause: error })));
       const d = error.diagnosis;
       assert.equal(d.cause, 'admin-terminated');
       assert.equal(d.host, `${cluster.host}:${cluster.port}`);

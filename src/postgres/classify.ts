@@ -1,4 +1,4 @@
-import { sqlStateOf, type Outcome } from '../errors.js';
+import { sqlStateOf, unwrap, type Outcome } from '../errors.js';
 
 /**
  * What kind of failure an error is. The pool decides from this whether a connection is dead,
@@ -59,17 +59,7 @@ const NOT_SENT_MESSAGES = ['Client has encountered a connection error and is not
  * own (Drizzle's DrizzleQueryError around pg's error), is sorted by what it wraps.
  */
 export function classifyFailure(err: unknown): FailureKind {
-  return classifyOne(wrapped(err) ?? err);
-}
-
-// How many wrappers deep to look: enough for an ORM over a driver, and no cycle can loop.
-const MAX_WRAPPERS = 4;
-
-/** What `err` wraps, if it is a bare wrapper (an Error with a cause and no code of its own). */
-function wrapped(err: unknown, depth = 0): unknown {
-  const e = err as { code?: unknown; cause?: unknown } | null;
-  if (!(err instanceof Error) || e?.code !== undefined || e?.cause === undefined || depth >= MAX_WRAPPERS) return undefined;
-  return wrapped(e.cause, depth + 1) ?? e.cause;
+  return classifyOne(unwrap(err));
 }
 
 function classifyOne(err: unknown): FailureKind {
@@ -147,7 +137,7 @@ const PERMANENT_POOLER_MESSAGES = ['no such database', 'no such user', 'unsuppor
  * - `unknown`: it reached the socket and the connection died before the answer: it may have run.
  */
 export function outcomeOf(err: unknown, sent: boolean): Outcome {
-  const known = ((wrapped(err) ?? err) as { outcome?: unknown } | null)?.outcome;
+  const known = (unwrap(err) as { outcome?: unknown } | null)?.outcome;
   if (known === 'unknown' || known === 'not-applied') return known;
   if (!sent || (err instanceof Error && NOT_SENT_MESSAGES.some((text) => err.message.startsWith(text)))) return 'not-applied';
   const kind = classifyFailure(err);
