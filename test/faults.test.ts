@@ -165,6 +165,25 @@ describe('connections that die while checked out', () => {
       await pool.end();
     }
   });
+  test('killed while a statement runs and another waits behind it: the waiting one is known not to have run', async () => {
+    const { pool, app } = makePool({ max: 1 });
+    try {
+      const client = await pool.connect();
+      await client.query('CREATE TEMP TABLE queued (n int)');
+      const running = client.query('SELECT pg_sleep(30)').then(() => assert.fail('should fail'), (e: unknown) => e);
+      // pg holds this one in its queue until the sleep finishes, so it never reaches the server.
+      const waiting = client.query('INSERT INTO queued VALUES (1)').then(() => assert.fail('should fail'), (e: unknown) => e);
+      await waitFor('the sleep to run', async () => (await cluster.query(`SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND state = 'active'`, [app])).length === 1);
+      await cluster.terminateBackends(app);
+      assert.ok((await running) instanceof OutcomeUnknownError, 'the running statement may have taken effect');
+      const never = await waiting;
+      assert.ok(never instanceof ConnectionLostError && !(never instanceof OutcomeUnknownError), `the queued one did not run: ${String(never)}`);
+      assert.equal(never.outcome, 'not-applied');
+      client.release();
+    } finally {
+      await pool.end();
+    }
+  });
 });
 
 describe('suspicion after a server-wide failure', () => {

@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import type { Diagnosis } from '../diagnostics/diagnose.js';
 import { ClientReleasedError, DoubleReleaseError } from '../errors.js';
+import { isConnectionError } from './classify.js';
 import type { ServerIdentity } from './commit-resolver.js';
 import type { PgConnection } from './connection.js';
 
@@ -12,12 +13,22 @@ export interface LeaseOwner {
   misused(): void;
   /** Takes the connection back; `error` (truthy) asks for it to be destroyed. */
   checkin(connection: PgConnection, error: unknown): void;
-  /** Replaces a connection-level failure with a typed error; returns other errors unchanged. */
-  translate(error: unknown, connection: PgConnection): unknown;
+  /**
+   * Replaces a connection-level failure with a typed error; returns other errors unchanged.
+   * `sent`: the statement may have reached the server.
+   */
+  translate(error: unknown, connection: PgConnection, sent: boolean): unknown;
   diagnose(error: unknown, connection: PgConnection): Diagnosis;
 }
 
 type AnyFunction = (...args: unknown[]) => unknown;
+
+/** A statement issued through a lease, as far as telling whether the next one was sent. */
+interface Issued {
+  settled: boolean;
+  /** It failed because the connection died. */
+  lost: boolean;
+}
 
 /**
  * One checkout of one connection. The app gets `lease.client`, a Proxy of the pg client: it
@@ -36,6 +47,7 @@ export class Lease implements ProxyHandler<pg.Client> {
   #query: AnyFunction | undefined;
   #release: AnyFunction | undefined;
   #dispose: AnyFunction | undefined;
+  #last: Issued | undefined;
 
   constructor(connection: PgConnection, owner: LeaseOwner) {
     this.#connection = connection;
@@ -124,13 +136,32 @@ export class Lease implements ProxyHandler<pg.Client> {
     const query = target.query as unknown as AnyFunction;
     // Submittables (cursors, streams) report errors through their own events.
     if (typeof first?.submit === 'function') return Reflect.apply(query, target, args);
+    // pg sends a statement queued behind another only once that one has finished. If the one
+    // ahead was cut off by the connection's death, this one never left the client.
+    const ahead = this.#last;
+    const queued = ahead !== undefined && !ahead.settled;
+    const issued: Issued = { settled: false, lost: false };
+    this.#last = issued;
+    const failed = (error: unknown): unknown => {
+      issued.settled = true;
+      issued.lost = isConnectionError(error);
+      return this.#owner.translate(error, this.#connection, !(queued && ahead.lost));
+    };
     if (typeof last === 'function') {
-      args[args.length - 1] = (error: unknown, result: unknown) =>
-        (last as AnyFunction)(error ? this.#owner.translate(error, this.#connection) : error, result);
+      args[args.length - 1] = (error: unknown, result: unknown) => {
+        issued.settled = true;
+        (last as AnyFunction)(error ? failed(error) : error, result);
+      };
       return Reflect.apply(query, target, args);
     }
-    return (Reflect.apply(query, target, args) as Promise<unknown>).catch((error: unknown) => {
-      throw this.#owner.translate(error, this.#connection);
-    });
+    return (Reflect.apply(query, target, args) as Promise<unknown>).then(
+      (result) => {
+        issued.settled = true;
+        return result;
+      },
+      (error: unknown) => {
+        throw failed(error);
+      },
+    );
   }
 }
