@@ -1,10 +1,11 @@
 // The package as published: `npm pack`, installed offline into a fresh project beside pg,
 // @types/pg and typescript, then loaded from ESM and CommonJS against a real server and
-// type-checked under node16 and bundler resolution. `npm test` builds dist/ first; run
+// type-checked under node16 and bundler resolution; also run on every other supported Node.js
+// release (scripts/node-versions.ts). `npm test` builds dist/ first; run
 // `npm run build` before running this file on its own.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { readFileSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -14,6 +15,7 @@ import { promisify } from 'node:util';
 import ts from 'typescript';
 import { PgCluster } from '../harness/cluster.js';
 import { onProcessExit } from '../harness/exit-hooks.js';
+import { NODE_VERSIONS, nodeBinary } from '../../scripts/node-versions.js';
 
 const execFileAsync = promisify(execFile);
 const root = fileURLToPath(new URL('../..', import.meta.url));
@@ -78,11 +80,12 @@ interface RuntimeReport {
   entry: string;
 }
 
-async function runFixture(name: string): Promise<RuntimeReport> {
+/** Runs a runtime fixture in the consumer project, on `node` (by default the one running the tests). */
+async function runFixture(name: string, node = process.execPath): Promise<RuntimeReport> {
   const cluster = await clusterStart;
   assert.ok(cluster);
   await copyFile(path.join(fixtures, name), path.join(app, name));
-  const stdout = await run(process.execPath, [name], app, { ...process.env, DATABASE_URL: cluster.connectionString() });
+  const stdout = await run(node, [name], app, { ...process.env, DATABASE_URL: cluster.connectionString() });
   return JSON.parse(stdout.trim().split('\n').at(-1) ?? '') as RuntimeReport;
 }
 
@@ -181,6 +184,23 @@ describe('the packed package in a fresh project', () => {
       entry: path.join(app, 'node_modules', 'pg-lifeline', 'dist', 'index.cjs'),
     });
   });
+
+  // The suite runs on one Node.js; the packed package is also run on every other supported line.
+  for (const version of NODE_VERSIONS) {
+    test(`Node.js ${version}: import and require work against a real server`, async (t) => {
+      const node = nodeBinary(version);
+      if (!existsSync(node)) {
+        // .ci/run fetches them, so CI always runs these.
+        assert.notEqual(process.env.CI, 'true', `${node} is missing: .ci/run should have fetched it`);
+        t.skip(`Node.js ${version} not fetched: run \`npx tsx scripts/node-versions.ts\``);
+        return;
+      }
+      for (const fixture of ['esm.mjs', 'cjs.cjs']) {
+        const report = await runFixture(fixture, node);
+        assert.deepEqual([report.answer, report.instanceofPgPool, report.badOption], [42, true, 'max'], `${fixture} on ${version}`);
+      }
+    });
+  }
 
   // Each check is its own tsc process in its own directory, so they run side by side.
   describe('TypeScript consumers type-check', { concurrency: true }, () => {
