@@ -30,12 +30,12 @@ export interface EvictionEvent {
 
 // Opening backs off from this step while it fails, up to a ceiling that depends on what a retry
 // costs: nothing when nothing listens (so retry often, and be back within tens of ms); a short-lived
-// forked backend while the server starts up (a few a second are nothing, and it is about to be
-// back); a slot on a server that is full (back off further). Only one attempt is in flight while
-// failing.
+// forked backend while the server starts up (a few dozen a second are nothing, and it is about to
+// be back: the ceiling bounds how late the pool notices); a slot on a server that is full (back off
+// further). Only one attempt is in flight while failing.
 const RETRY_BASE_MILLIS = 25;
-const RETRY_CAP_UNREACHABLE_MILLIS = 50;
-const RETRY_CAP_STARTING_MILLIS = 100;
+const RETRY_CAP_UNREACHABLE_MILLIS = 40;
+const RETRY_CAP_STARTING_MILLIS = 40;
 const RETRY_CAP_FULL_MILLIS = 1000;
 const RETRY_CAP_OTHER_MILLIS = 250;
 
