@@ -4,7 +4,7 @@ import os from 'node:os';
 import { PgCluster } from '../test/harness/cluster.js';
 import { profileScenario, type ProfileSummary } from './cpuprofile.js';
 import { fmt, ratio } from './lib.js';
-import { blackholeTable, machine, profileSection, recoveryTable, throughputTable, variantsTable, type Check } from './report.js';
+import { blackholeTable, machine, overallCheck, profileSection, recoveryTable, throughputTable, variantsTable, type Check } from './report.js';
 import { blackhole } from './scenarios/blackhole.js';
 import { checkout } from './scenarios/checkout.js';
 import { pairedRatio, type Results } from './scenarios/interleave.js';
@@ -15,9 +15,11 @@ import { validation } from './scenarios/validation.js';
 import { why } from './why.js';
 import { PK_ROWS, pgPipeline, standardLibs } from './targets.js';
 
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5); // smaller values only for trying the script out
+// Many short rounds rather than a few long ones: each round pairs the libraries close in time, so
+// the median of paired ratios shrugs off the machine's drift (smaller values only for trying it out).
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 9);
 const FAULT_ROUNDS = 3; // faults cost seconds each
-const CELL_MS = Number(process.env.BENCH_CELL_MS ?? 500);
+const CELL_MS = Number(process.env.BENCH_CELL_MS ?? 300);
 const WARM_MS = 100;
 const started = Date.now();
 const loadBefore = os.loadavg();
@@ -89,6 +91,7 @@ try {
     checks.push({ target: `${key}: pg-lifeline ≥ 2× pg.Pool`, met: r >= 2, detail: ratio(r, 1) });
   }
   const s1lines = throughputTable(s1, names, checks);
+  checks.push(overallCheck(s1));
   const totalS = ((Date.now() - started) / 1000).toFixed(0);
   const md = [
     '# Benchmarks',

@@ -66,3 +66,10 @@ export function pairedRatio(a: Summary | undefined, b: Summary | undefined): num
   if (!a || !b) return NaN;
   return median(a.rounds.map((x, i) => x / (b.rounds[i] ?? NaN)));
 }
+
+/** The lowest and highest of the per-round ratios behind {@link pairedRatio}: how far noise moves it. */
+export function pairedRange(a: Summary | undefined, b: Summary | undefined): [number, number] {
+  if (!a || !b) return [NaN, NaN];
+  const ratios = a.rounds.map((x, i) => x / (b.rounds[i] ?? NaN));
+  return [Math.min(...ratios), Math.max(...ratios)];
+}
