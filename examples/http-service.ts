@@ -13,8 +13,8 @@ import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
 import { AcquireTimeoutError, ConnectionLostError, Pool, PoolEndedError, QueryTimeoutError, ServerUnavailableError, isOutcomeUnknown } from 'pg-lifeline';
-import { Checks, selfCheck, terminateApp, watchdog } from './self-check.js';
-import { openDatabase } from './throwaway.js';
+import { Checks, selfCheck, terminateApp } from './self-check.js';
+import { runExample } from './throwaway.js';
 
 const APP = 'example-http-service';
 const MAX_BODY_BYTES = 16 * 1024;
@@ -272,10 +272,4 @@ async function serve(url: string): Promise<void> {
   }
 }
 
-if (selfCheck) watchdog(45_000);
-const db = await openDatabase();
-try {
-  await serve(db.url);
-} finally {
-  await db.close();
-}
+await runExample(serve);

@@ -9,8 +9,8 @@
 import { Kysely, PostgresDialect, sql, type Generated, type Selectable } from 'kysely';
 import { Pool } from 'pg-lifeline';
 import { withRetry } from './retry.js';
-import { Checks, selfCheck, terminateApp, terminateBlocked, watchdog } from './self-check.js';
-import { openDatabase } from './throwaway.js';
+import { Checks, selfCheck, terminateApp, terminateBlocked } from './self-check.js';
+import { runExample } from './throwaway.js';
 
 const APP = 'example-kysely-app';
 
@@ -125,10 +125,4 @@ async function runSelfCheck(url: string, db: Db, pool: Pool, run: string, widget
   checks.finish();
 }
 
-if (selfCheck) watchdog(45_000);
-const database = await openDatabase();
-try {
-  await main(database.url);
-} finally {
-  await database.close();
-}
+await runExample(main);

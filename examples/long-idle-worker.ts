@@ -11,8 +11,8 @@
  */
 import { setTimeout as delay } from 'node:timers/promises';
 import { Pool } from 'pg-lifeline';
-import { Checks, selfCheck, setIdleSessionTimeout, watchdog } from './self-check.js';
-import { openDatabase } from './throwaway.js';
+import { Checks, selfCheck, setIdleSessionTimeout } from './self-check.js';
+import { runExample } from './throwaway.js';
 
 const APP = 'example-long-idle-worker';
 // Jobs done per wake-up at most, so one wake-up cannot run forever.
@@ -143,10 +143,4 @@ async function main(url: string): Promise<void> {
   }
 }
 
-if (selfCheck) watchdog(45_000);
-const database = await openDatabase();
-try {
-  await main(database.url);
-} finally {
-  await database.close();
-}
+await runExample(main);

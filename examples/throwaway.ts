@@ -3,6 +3,7 @@
 // stopped and deleted when the example is done. Copying an example into your own project? Drop
 // this file and read process.env.DATABASE_URL instead.
 import { PgCluster } from '../src/throwaway/cluster.js';
+import { selfCheck, watchdog } from './self-check.js';
 
 export interface ExampleDatabase {
   readonly url: string;
@@ -20,4 +21,15 @@ export async function openDatabase(): Promise<ExampleDatabase> {
   const cluster = await PgCluster.start();
   console.log(`database: throwaway PostgreSQL at ${cluster.connectionString()}`);
   return { url: cluster.connectionString(), close: () => cluster.destroy() };
+}
+
+/** Runs `main` on the example's database, then closes it. A self-check gets 45 s at most. */
+export async function runExample(main: (url: string) => Promise<void>): Promise<void> {
+  if (selfCheck) watchdog(45_000);
+  const database = await openDatabase();
+  try {
+    await main(database.url);
+  } finally {
+    await database.close();
+  }
 }
