@@ -1,4 +1,4 @@
-import type pg from 'pg';
+import type * as pg from 'pg';
 import type { Logger } from './diagnostics/logger.js';
 import { ConfigError } from './errors.js';
 import { resolveHosts, type HostSettings, type TargetSessionAttrs } from './postgres/hosts.js';

@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import pg from 'pg';
+import * as pg from 'pg';
 import { resolveConfig, type ClientConstructor, type PoolOptions, type ResolvedConfig, type ResolvedPoolOptions } from './config.js';
 import { AbortedError, PoolEndedError } from './errors.js';
 import { isConnectionError } from './postgres/classify.js';

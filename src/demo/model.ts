@@ -1,5 +1,5 @@
 // What the demo's parent and its workers share: the libraries, the tables, the worker protocol's types.
-import type pg from 'pg';
+import type * as pg from 'pg';
 
 export type Lib = 'pg' | 'pg-lifeline';
 export const LIBS: Lib[] = ['pg', 'pg-lifeline'];

@@ -2,7 +2,7 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import pg from 'pg';
+import * as pg from 'pg';
 import { PgCluster } from '../throwaway/cluster.js';
 import { TABLES } from './model.js';
 

@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { writeSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { setTimeout as delay } from 'node:timers/promises';
-import pg from 'pg';
+import * as pg from 'pg';
 import { Pool } from '../index.js';
 import { isOutcomeUnknown } from '../errors.js';
 import { TABLES, type Lib, type WorkerConfig, type WorkerReport } from './model.js';

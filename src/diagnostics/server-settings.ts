@@ -1,4 +1,4 @@
-import type pg from 'pg';
+import type * as pg from 'pg';
 
 /** The server settings that decide when it, or the network, ends a connection. Milliseconds; 0 is off. */
 export interface ServerSettings {

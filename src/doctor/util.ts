@@ -1,6 +1,6 @@
 // Shared pieces of the doctor's checks: results, deadlines, and a pg client that can always be torn down.
 import type { ConnectionOptions } from 'node:tls';
-import pg from 'pg';
+import * as pg from 'pg';
 import { destroySocket } from '../postgres/internals.js';
 import { clientConfig, type ConnSettings, type TlsVariant } from './settings.js';
 

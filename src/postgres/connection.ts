@@ -1,4 +1,4 @@
-import pg from 'pg';
+import * as pg from 'pg';
 import type { ResolvedConfig } from '../config.js';
 import type { ServerIdentity } from './commit-resolver.js';
 import { isPermanentConnectError } from './classify.js';

@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { connect } from 'node:net';
-import type pg from 'pg';
+import type * as pg from 'pg';
 
 /**
  * The only file that reads node-postgres internals. Each reader falls back to a safe answer

@@ -1,4 +1,4 @@
-import type pg from 'pg';
+import type * as pg from 'pg';
 import type { Diagnosis } from '../diagnostics/diagnose.js';
 import { ClientReleasedError, DoubleReleaseError } from '../errors.js';
 import { isConnectionError } from './classify.js';

@@ -1,4 +1,4 @@
-import type pg from 'pg';
+import type * as pg from 'pg';
 import { now } from '../core/resource-pool.js';
 import { CommitOutcomeUnknownError, ConfigError, ConnectionLostError, TransactionRolledBackError, sqlStateOf } from '../errors.js';
 import { isConnectionError } from './classify.js';

@@ -4,7 +4,7 @@ import { appendFile, chmod, chown, copyFile, mkdtemp, open, readFile, rm, writeF
 import { createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import pg from 'pg';
+import * as pg from 'pg';
 import { copyTree, postgresOwner, runTool, template, toolCommand } from './pgbin.js';
 import type { Owner } from './pgbin.js';
 import { waitFor } from './wait.js';

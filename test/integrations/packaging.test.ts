@@ -215,6 +215,12 @@ describe('the packed package in a fresh project', () => {
     test('module preserve, bundler resolution', async () => {
       await typeCheck('bundler-preserve', { module: 'preserve', moduleResolution: 'bundler' }, ['usage.ts']);
     });
+
+    // An older CommonJS app: node10 resolution and no esModuleInterop, so the declarations must not
+    // lean on a default import of pg.
+    test('module commonjs, node10 resolution, without esModuleInterop', async () => {
+      await typeCheck('commonjs-node10', { module: 'commonjs', moduleResolution: 'node10', esModuleInterop: false }, ['usage.ts']);
+    });
   });
 
   test('no `any` in the public types', () => {
