@@ -1,9 +1,9 @@
 import type * as pg from 'pg';
 import type { ResolvedConfig } from '../config.js';
 import { ResourcePool, now, type ResourceHooks, type ResourceState } from '../core/resource-pool.js';
-import { ConnectFailedError, ConnectionLostError, LifelineError, OutcomeUnknownError, QueryTimeoutError, ServerUnavailableError, sqlStateOf } from '../errors.js';
+import { ConnectionLostError, LifelineError, OutcomeUnknownError, QueryTimeoutError, ServerUnavailableError, sqlStateOf } from '../errors.js';
 import { StatsRecorder, type EvictionReason, type PoolStats } from '../stats.js';
-import { classifyFailure, isConnectionError, isPermanentConnectError, isSafeToRetry, isServerWideFailure, isTransientFailure, outcomeOf } from './classify.js';
+import { classifyFailure, isConnectionError, isSafeToRetry, isServerWideFailure, isTransientFailure, outcomeOf } from './classify.js';
 import { HostRouter } from './host-router.js';
 import type { CommitResolution, ResolverQuery } from './commit-resolver.js';
 import { PgConnection, type ConnectionOwner } from './connection.js';
@@ -15,8 +15,8 @@ import { readServerSettings } from '../diagnostics/server-settings.js';
 import { ServerKnowledge, type TuningReporter } from './tuning.js';
 import { Reporter, type PoolEvents } from './reporter.js';
 import { Maintenance } from './maintenance.js';
+import { OPEN_RETRY_BASE_MILLIS, fatalOpenError, isFatalOpenError, openRetryCapMillis } from './open-policy.js';
 import { Retrier, type RetryEvent, type RetryObserver } from './retrier.js';
-
 
 /** Details of the `evict` event. */
 export interface EvictionEvent {
@@ -28,16 +28,6 @@ export interface EvictionEvent {
   readonly diagnosis: Diagnosis | undefined;
 }
 
-// Opening backs off from this step while it fails, up to a ceiling that depends on what a retry
-// costs: nothing when nothing listens (so retry often, and be back within tens of ms); a short-lived
-// forked backend while the server starts up (a few dozen a second are nothing, and it is about to
-// be back: the ceiling bounds how late the pool notices); a slot on a server that is full (back off
-// further). Only one attempt is in flight while failing.
-const RETRY_BASE_MILLIS = 25;
-const RETRY_CAP_UNREACHABLE_MILLIS = 40;
-const RETRY_CAP_STARTING_MILLIS = 40;
-const RETRY_CAP_FULL_MILLIS = 1000;
-const RETRY_CAP_OTHER_MILLIS = 250;
 
 /**
  * PostgreSQL policy over the generic pool: which connections may be handed out (validation,
@@ -68,7 +58,7 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
     this.core = new ResourcePool<PgConnection>(this, {
       max: config.max,
       min: config.min,
-      retryBaseMillis: RETRY_BASE_MILLIS,
+      retryBaseMillis: OPEN_RETRY_BASE_MILLIS,
       failFast: config.failFast,
     });
     this.retrier = new Retrier(config.retry, this);
@@ -365,14 +355,11 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
   }
 
   isFatalOpenError(error: unknown): boolean {
-    return isPermanentConnectError(error) || !isConnectionError(error);
+    return isFatalOpenError(error);
   }
 
   retryCapMillis(error: unknown): number {
-    const kind = classifyFailure(error);
-    if (kind === 'unreachable') return RETRY_CAP_UNREACHABLE_MILLIS;
-    if (kind === 'server-starting') return RETRY_CAP_STARTING_MILLIS;
-    return kind === 'too-many-connections' ? RETRY_CAP_FULL_MILLIS : RETRY_CAP_OTHER_MILLIS;
+    return openRetryCapMillis(error);
   }
 
   unavailableError(error: unknown): Error {
@@ -380,12 +367,7 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
   }
 
   fatalOpenError(error: unknown): Error {
-    return new ConnectFailedError(
-      error,
-      isPermanentConnectError(error)
-        ? 'Retrying will not help: check the user, password, database name and TLS settings.'
-        : 'The onConnect or verify hook, or the connection settings, rejected the connection.',
-    );
+    return fatalOpenError(error);
   }
 
   transitioned(connection: PgConnection, from: ResourceState): void {

@@ -1,0 +1,40 @@
+// How failed opens are treated: which failures end the wait for everyone, and how far to back off
+// between attempts for the others.
+import { ConnectFailedError } from '../errors.js';
+import { classifyFailure, isConnectionError, isPermanentConnectError } from './classify.js';
+
+// Opening backs off from this step while it fails, up to a ceiling that depends on what a retry
+// costs: nothing when nothing listens (so retry often, and be back within tens of ms); a short-lived
+// forked backend while the server starts up (a few dozen a second are nothing, and it is about to
+// be back: the ceiling bounds how late the pool notices); a slot on a server that is full (back off
+// further). Only one attempt is in flight while failing.
+
+/** The first backoff step after a failed open. */
+export const OPEN_RETRY_BASE_MILLIS = 25;
+const RETRY_CAP_UNREACHABLE_MILLIS = 40;
+const RETRY_CAP_STARTING_MILLIS = 40;
+const RETRY_CAP_FULL_MILLIS = 1000;
+const RETRY_CAP_OTHER_MILLIS = 250;
+
+/** True when no retry can fix a failed open (credentials, database, TLS, a hook that threw): fail every waiter now. */
+export function isFatalOpenError(error: unknown): boolean {
+  return isPermanentConnectError(error) || !isConnectionError(error);
+}
+
+/** The backoff ceiling after an open failed with `error`. */
+export function openRetryCapMillis(error: unknown): number {
+  const kind = classifyFailure(error);
+  if (kind === 'unreachable') return RETRY_CAP_UNREACHABLE_MILLIS;
+  if (kind === 'server-starting') return RETRY_CAP_STARTING_MILLIS;
+  return kind === 'too-many-connections' ? RETRY_CAP_FULL_MILLIS : RETRY_CAP_OTHER_MILLIS;
+}
+
+/** What waiters are rejected with after a fatal open error. */
+export function fatalOpenError(error: unknown): ConnectFailedError {
+  return new ConnectFailedError(
+    error,
+    isPermanentConnectError(error)
+      ? 'Retrying will not help: check the user, password, database name and TLS settings.'
+      : 'The onConnect or verify hook, or the connection settings, rejected the connection.',
+  );
+}
