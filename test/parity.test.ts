@@ -250,7 +250,8 @@ for (const impl of implementations) {
       }));
 
     test('connectionTimeoutMillis when the pool is exhausted', () =>
-      withPool(impl, { max: 1, connectionTimeoutMillis: 200 }, async (pool) => {
+      // Long enough for the first connection to open on a loaded machine.
+      withPool(impl, { max: 1, connectionTimeoutMillis: 1000 }, async (pool) => {
         const held = await pool.connect();
         try {
           const err = (await pool.connect().then(

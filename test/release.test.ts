@@ -346,7 +346,9 @@ describe('acquire failures', () => {
   });
 
   test('an exhausted pool times out with AcquireTimeoutError reason exhausted', async () => {
-    await withPool({ max: 1, connectionTimeoutMillis: 200 }, async (pool) => {
+    // Opened up front: on a loaded machine, opening alone can take longer than this short deadline.
+    await withPool({ max: 1, min: 1, connectionTimeoutMillis: 200 }, async (pool) => {
+      await waitFor('the connection to open', () => pool.idleCount === 1);
       const held = await pool.connect();
       try {
         const error = await pool.connect().then(() => undefined, (e: unknown) => e);
