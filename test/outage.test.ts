@@ -74,7 +74,8 @@ test('53300 too many connections is waited out: every query succeeds on the conn
   try {
     const results = await Promise.all([1, 2, 3, 4, 5, 6].map((n) => pool.query('SELECT $1::int AS n', [n])));
     assert.deepEqual(results.map((r) => r.rows[0]?.n), [1, 2, 3, 4, 5, 6]);
-    assert.ok(pool.stats().connectErrors >= 1, 'the server refused the extra connections');
+    // On a loaded machine the queries can all finish on the one connection before a refusal arrives.
+    await waitFor('the server to refuse the extra connections', () => pool.stats().connectErrors >= 1);
     // Attempts may still be in flight (and refused), so count the connections that ever opened.
     assert.equal(pool.stats().connects, 1);
   } finally {
