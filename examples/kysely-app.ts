@@ -9,7 +9,7 @@
 import { Kysely, PostgresDialect, sql, type Generated, type Selectable } from 'kysely';
 import { Pool } from 'pg-lifeline';
 import { withRetry } from './retry.js';
-import { Checks, selfCheck, terminateApp, terminateBlocked } from './self-check.js';
+import { checkOrders, selfCheck } from './self-check.js';
 import { runExample } from './throwaway.js';
 
 const APP = 'example-kysely-app';
@@ -94,35 +94,18 @@ async function main(url: string): Promise<void> {
     await db.insertInto('products').values({ name: widget, stock: 10 }).execute();
     const first = await placeOrder(db, `${run}-1`, widget, 2);
     console.log(`order ${first.request_id}: ${first.quantity} × ${widget}, stock now ${await stockOf(db, widget)}`);
-    if (selfCheck) await runSelfCheck(url, db, pool, run, widget);
+    if (!selfCheck) return;
+    await checkOrders(url, {
+      app: APP,
+      pool,
+      placeOrder: (requestId, product, quantity) => placeOrder(db, requestId, product, quantity),
+      stockOf: (product) => stockOf(db, product),
+      ordersFor: (requestId) => ordersFor(db, requestId),
+      refused: (error) => error instanceof OrderRefused,
+    }, run, widget);
   } finally {
     await db.destroy();
   }
-}
-
-async function runSelfCheck(url: string, db: Db, pool: Pool, run: string, widget: string): Promise<void> {
-  const checks = new Checks();
-  checks.ok('insert, select and a transaction', (await stockOf(db, widget)) === 8 && (await ordersFor(db, `${run}-1`)) === 1);
-
-  // The session dies inside the transaction, its UPDATE in flight: the app's retry runs it again.
-  const order = await terminateBlocked(url, 'products', APP, () => placeOrder(db, `${run}-2`, widget, 3));
-  checks.ok('session terminated mid-transaction, the retry placed the order once', (await stockOf(db, widget)) === 5 && (await ordersFor(db, `${run}-2`)) === 1);
-
-  const repeat = await placeOrder(db, `${run}-2`, widget, 3);
-  checks.ok('a repeated request returns its order and takes no more stock', repeat.id === order.id && (await stockOf(db, widget)) === 5);
-
-  const killed = await terminateApp(url, APP);
-  await placeOrder(db, `${run}-3`, widget, 1);
-  checks.ok(`${killed} idle session(s) terminated, then a select and an order`, killed > 0 && (await stockOf(db, widget)) === 4);
-
-  const refused = await placeOrder(db, `${run}-4`, widget, 99).then(
-    () => false,
-    (error: unknown) => error instanceof OrderRefused,
-  );
-  checks.ok('an order beyond the stock is refused, not retried', refused && (await ordersFor(db, `${run}-4`)) === 0);
-  const stats = pool.stats();
-  console.log(`pool: ${stats.evictions.died} connections died, ${stats.failedValidations} failed checks, ${stats.retries} retries`);
-  checks.finish();
 }
 
 await runExample(main);

@@ -5,6 +5,7 @@
 // ALTER SYSTEM (the long-idle worker). Point it at a throwaway or development server only.
 import { setTimeout as delay } from 'node:timers/promises';
 import pg from 'pg';
+import type { Pool } from 'pg-lifeline';
 
 export const selfCheck = process.argv.includes('--once') || process.env['EXAMPLE_ONCE'] === '1';
 
@@ -135,4 +136,45 @@ export function watchdog(ms: number): void {
     console.log(`self-check FAILED: still running after ${ms} ms`);
     process.exit(1);
   }, ms).unref();
+}
+
+/** What an order-taking example (drizzle-app, kysely-app) gives the shared self-check. */
+export interface OrderShop {
+  /** The pool's application_name: the faults end its sessions. */
+  readonly app: string;
+  readonly pool: Pool;
+  placeOrder(requestId: string, product: string, quantity: number): Promise<{ id: unknown }>;
+  stockOf(product: string): Promise<number | undefined>;
+  ordersFor(requestId: string): Promise<number>;
+  /** Whether an order failed for want of stock (which is never retried). */
+  refused(error: unknown): boolean;
+}
+
+/**
+ * The ORM examples' self-check, run after their first order (`${run}-1`, 2 of `widget`'s 10): a
+ * session ended mid-transaction, a repeated request, every idle session ended, an order refused.
+ */
+export async function checkOrders(url: string, shop: OrderShop, run: string, widget: string): Promise<void> {
+  const checks = new Checks();
+  checks.ok('insert, select and a transaction', (await shop.stockOf(widget)) === 8 && (await shop.ordersFor(`${run}-1`)) === 1);
+
+  // The session dies inside the transaction, its UPDATE in flight: the app's retry runs it again.
+  const order = await terminateBlocked(url, 'products', shop.app, () => shop.placeOrder(`${run}-2`, widget, 3));
+  checks.ok('session terminated mid-transaction, the retry placed the order once', (await shop.stockOf(widget)) === 5 && (await shop.ordersFor(`${run}-2`)) === 1);
+
+  const repeat = await shop.placeOrder(`${run}-2`, widget, 3);
+  checks.ok('a repeated request returns its order and takes no more stock', repeat.id === order.id && (await shop.stockOf(widget)) === 5);
+
+  const killed = await terminateApp(url, shop.app);
+  await shop.placeOrder(`${run}-3`, widget, 1);
+  checks.ok(`${killed} idle session(s) terminated, then a select and an order`, killed > 0 && (await shop.stockOf(widget)) === 4);
+
+  const refused = await shop.placeOrder(`${run}-4`, widget, 99).then(
+    () => false,
+    (error: unknown) => shop.refused(error),
+  );
+  checks.ok('an order beyond the stock is refused, not retried', refused && (await shop.ordersFor(`${run}-4`)) === 0);
+  const stats = shop.pool.stats();
+  console.log(`pool: ${stats.evictions.died} connections died, ${stats.failedValidations} failed checks, ${stats.retries} retries`);
+  checks.finish();
 }
