@@ -181,6 +181,11 @@ export interface ResolvedConfig extends Pick<ResolvedPoolOptions, PoolSetting> {
   readonly log: ((...messages: unknown[]) => void) | undefined;
   readonly logger: Logger | undefined;
   readonly Promise: PromiseConstructorLike | undefined;
+  /**
+   * The `password` option (a string, or pg's function form), kept here as a plain field: the
+   * option is hidden from logging in `clientOptions`, where a spread would drop it.
+   */
+  readonly password: pg.ClientConfig['password'];
   /** What each new client is constructed with: the user's options plus pool-level defaults. */
   readonly clientOptions: Readonly<ResolvedPoolOptions>;
   /** The servers to try and the role they must have. */
@@ -239,7 +244,9 @@ export function resolveConfig(options: PoolOptions | null | undefined): Resolved
     resolveCommitOutcome: bool('resolveCommitOutcome', o.resolveCommitOutcome, true),
     query_timeout: int('query_timeout', o.query_timeout, 0, 0, MAX_TIMER),
   };
-  const clientOptions = Object.freeze(hideSecrets({ ...o, ...resolved }));
+  // Read directly: in options copied from another pool (`new Pool(pool.options)`) it is not enumerable.
+  const password = passwordOf(o.password);
+  const clientOptions = Object.freeze(hideSecrets({ ...o, ...resolved }, password));
   return Object.freeze({
     ...resolved,
     hosts: resolveHosts(clientOptions as typeof clientOptions & Record<string, unknown>),
@@ -251,6 +258,7 @@ export function resolveConfig(options: PoolOptions | null | undefined): Resolved
     log: fn('log', o.log),
     logger: loggerOf(o.logger),
     Promise: fn('Promise', o.Promise),
+    password,
     clientOptions,
   });
 }
@@ -279,12 +287,18 @@ function resolveRetry(retry: RetryOptions | false | undefined, max: number): Res
   });
 }
 
-// Like pg.Pool: the password stays usable but does not show up when the options are logged.
-function hideSecrets<T extends PoolOptions>(options: T): T {
-  if ('password' in options) {
-    Object.defineProperty(options, 'password', { enumerable: false, value: options.password });
-  }
+// Like pg.Pool: `pool.options.password` stays readable but does not show up when the options are
+// logged. The pool itself uses ResolvedConfig.password, never this copy.
+function hideSecrets<T extends PoolOptions>(options: T, password: pg.ClientConfig['password']): T {
+  if (password !== undefined) Object.defineProperty(options, 'password', { enumerable: false, value: password });
   return options;
+}
+
+function passwordOf(value: unknown): pg.ClientConfig['password'] {
+  if (value === undefined || value === null) return undefined;
+  // Never echo the value: it is a secret.
+  if (typeof value !== 'string' && typeof value !== 'function') throw new ConfigError('password', 'a string or a function returning one', `a ${typeof value}`);
+  return value as pg.ClientConfig['password'];
 }
 
 function int(option: string, value: unknown, fallback: number, lo: number, hi: number): number {

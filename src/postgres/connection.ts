@@ -144,7 +144,10 @@ export class PgConnection extends PooledResource {
   #newClient(target: HostTarget): pg.Client {
     const Client = this.#config.Client ?? pg.Client;
     // pg's client reads connectionTimeoutMillis as its per-attempt bound; the pool's acquire deadline is separate.
-    const client = new Client({ ...target.clientOptions, connectionTimeoutMillis: this.#config.connectAttemptTimeoutMillis } as pg.ClientConfig);
+    const options: Record<string, unknown> = { ...target.clientOptions, connectionTimeoutMillis: this.#config.connectAttemptTimeoutMillis };
+    // Passed explicitly: pg.Client hides it again on its own object.
+    if (this.#config.password !== undefined) options['password'] = this.#config.password;
+    const client = new Client(options as pg.ClientConfig);
     // Listening for the client's whole life is what keeps a dying connection from becoming an
     // uncaught 'error' event that crashes the process. Only the current client's death counts.
     client.on('error', (error: Error) => {

@@ -57,10 +57,9 @@ export function resolveHosts(options: HostOptions & Record<string, unknown>): Ho
   const defaultPort = Number(options.port ?? process.env['PGPORT'] ?? 5432);
   const base: Record<string, unknown> = { ...options };
   delete base['hosts'];
-  // A spread drops the non-enumerable password; each host's options carry it the same hidden way.
-  const password = (options as { password?: unknown }).password;
+  // The password is not among these options: the connection passes it to each client itself.
+  delete base['password'];
   const target = (host: string, port: number, clientOptions: Record<string, unknown>): HostTarget => {
-    if (password !== undefined) Object.defineProperty(clientOptions, 'password', { enumerable: false, value: password });
     return Object.freeze({ host, port, key: `${host}:${port}`, clientOptions: Object.freeze(clientOptions) });
   };
   const targets: HostTarget[] = [];
