@@ -62,6 +62,10 @@ export class Pool extends PgPool {
   ending = false;
   /** True once `end()` has finished. */
   ended = false;
+  /** The promise class async methods return, as pg.Pool: the `Promise` option, else the global one. */
+  readonly Promise: PromiseConstructorLike;
+  /** pg.Pool's debug logger: the `log` option, else a no-op. */
+  readonly log: (...messages: unknown[]) => void;
   readonly #config: ResolvedConfig;
   readonly #manager: ConnectionManager;
 
@@ -71,6 +75,8 @@ export class Pool extends PgPool {
     this.#config = config;
     this.options = config.clientOptions;
     this.Client = config.Client ?? pg.Client;
+    this.Promise = config.Promise ?? Promise;
+    this.log = config.log ?? noop;
     this.#manager = new ConnectionManager(config, this);
   }
 
@@ -241,7 +247,8 @@ export class Pool extends PgPool {
     const connection = manager.tryCheckout(t) ?? (await manager.checkout(this.#deadline(t), signal, t, (ready) => ready));
     try {
       const value = await connection.client.query(text as string, values as unknown[] | undefined);
-      manager.checkin(connection, undefined);
+      // pg.Pool releases with the query callback's error argument, which is null on success.
+      manager.checkin(connection, null);
       return { ok: true, value };
     } catch (error) {
       // Translate first: a timed-out statement's cancel must be on its way before the close.

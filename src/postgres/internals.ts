@@ -18,6 +18,8 @@ interface ClientInternals {
   _activeQuery?: unknown;
   activeQuery?: unknown;
   _queryQueue?: unknown[];
+  _ending?: boolean;
+  _queryable?: boolean;
   queryQueue?: unknown[];
   connection?: {
     stream?: { destroy(): void; destroyed?: boolean };
@@ -55,6 +57,12 @@ export function hasQueryInFlight(client: pg.Client): boolean {
   const active = modern ? c._activeQuery : c.activeQuery;
   const queue = modern ? c._queryQueue : c.queryQueue;
   return (active ?? null) !== null || (queue !== undefined && queue.length > 0);
+}
+
+/** True once the app called `client.end()` or the client stopped being queryable: it cannot be reused. */
+export function isClientFinished(client: pg.Client): boolean {
+  const c = client as unknown as ClientInternals;
+  return c._ending === true || c._queryable === false;
 }
 
 /**

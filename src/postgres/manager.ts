@@ -7,7 +7,7 @@ import { classifyFailure, isConnectionError, isSafeToRetry, isServerWideFailure,
 import { HostRouter } from './host-router.js';
 import type { CommitResolution, ResolverQuery } from './commit-resolver.js';
 import { PgConnection, type ConnectionOwner } from './connection.js';
-import { setSocketRef } from './internals.js';
+import { isClientFinished, setSocketRef } from './internals.js';
 import { checkin } from './checkin.js';
 import type { LeaseOwner } from './lease.js';
 import { diagnose, type Diagnosis } from '../diagnostics/diagnose.js';
@@ -28,6 +28,17 @@ export interface EvictionEvent {
   readonly diagnosis: Diagnosis | undefined;
 }
 
+/**
+ * A copy of `error` carrying `client`, as pg.Pool's idle `error` event sets `err.client`. A copy,
+ * so the error the pool keeps as the connection's failure does not hold the client.
+ */
+function withClient(error: Error, client: pg.Client): Error {
+  const copy = Object.assign(Object.create(Object.getPrototypeOf(error) as object) as Error, error, { client });
+  Object.defineProperty(copy, 'message', { value: error.message, writable: true, configurable: true });
+  Object.defineProperty(copy, 'stack', { value: error.stack, writable: true, configurable: true });
+  if (error.cause !== undefined) copy.cause = error.cause;
+  return copy;
+}
 
 /**
  * PostgreSQL policy over the generic pool: which connections may be handed out (validation,
@@ -167,6 +178,8 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
   checkin(connection: PgConnection, error: unknown): void {
     connection.uses++;
     this.#report.emit('release', error, connection.client);
+    // Ended by the app (client.end()): as pg.Pool, it leaves the pool now, not when its socket closes.
+    if (connection.state === 'leased' && isClientFinished(connection.client)) return this.evict(connection, 'died', connection.failure);
     checkin(this, this.#config, connection, error);
   }
 
@@ -289,7 +302,7 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
     else this.core.markBroken(connection);
     // pg.Pool re-emits idle deaths as 'error', which crashes apps that do not listen.
     // The event is kept for those that do; the eviction itself is always reported.
-    if (inBackground && this.#report.listens('error')) this.#report.emit('error', error, connection.client);
+    if (inBackground && this.#report.listens('error')) this.#report.emit('error', withClient(error, connection.client), connection.client);
     // Re-read after the death was explained: the settings may be what changed.
     if (sqlStateOf(error) === '57P05') this.knowledge.forget(connection.target.key);
   }
