@@ -100,8 +100,9 @@ export class ResourcePool<R extends PooledResource> {
   get idleCount(): number {
     return this.#idle.length;
   }
+  /** Waiters with no open under way for them, as pg.Pool counts its queue (saturation alerts read it). */
   get waitingCount(): number {
-    return this.#waiters.length;
+    return Math.max(0, this.#waiters.length - this.#opening);
   }
   get closed(): boolean {
     return this.#closed;
