@@ -56,7 +56,7 @@ for (const impl of implementations) {
       withPool(impl, { max: 3 }, async (pool, app) => {
         pool.on('error', () => undefined);
         await Promise.all([1, 2, 3].map(() => pool.query('SELECT 1')));
-        const queries = Array.from({ length: 6 }, () => pool.query('SELECT pg_sleep(0.3)').then(() => 'ok', () => 'failed'));
+        const queries = Array.from({ length: 3 }, () => pool.query('SELECT pg_sleep(0.3)').then(() => 'ok', () => 'failed'));
         await waitFor('the sleeps to run', async () => (await cluster().backendPids(app)).length === 3);
         const ended = bounded(pool.end(), 'end()', 15_000);
         await cluster().terminateBackends(app);
@@ -72,9 +72,9 @@ for (const impl of implementations) {
         proxy.blackhole();
         const pool = impl.make({ ...cluster().clientConfig(), host: '127.0.0.1', port: proxy.port, connectionTimeoutMillis: 300, shutdownTimeoutMillis: 2000 } as Options);
         pool.on('error', () => undefined);
-        const q = pool.query('SELECT 1');
+        const q = pool.query('SELECT 1').then(() => 'served', (error: unknown) => error);
         await bounded(pool.end(), 'end()', 10_000);
-        await assert.rejects(bounded(q, 'the query', 10_000));
+        assert.ok((await bounded(q, 'the query', 10_000)) instanceof Error);
         assert.equal(pool.totalCount, 0);
       } finally {
         await proxy.close();

@@ -85,6 +85,7 @@ export class ResourcePool<R extends PooledResource> {
   #deadlineAt = Infinity;
   #closed = false;
   #emptied: (() => void) | undefined;
+  #dispose: ((resource: R) => void) | undefined;
   /** One open is wanted with no waiter: failFast's background probe. */
   #probe = false;
 
@@ -104,8 +105,9 @@ export class ResourcePool<R extends PooledResource> {
   get waitingCount(): number {
     return Math.max(0, this.#waiters.length - this.#opening);
   }
+  /** True once closed with no waiter left to serve: a resource given back now has no further use. */
   get closed(): boolean {
-    return this.#closed;
+    return this.#closed && this.#waiters.length === 0;
   }
 
   counts(): PoolCounts {
@@ -158,13 +160,14 @@ export class ResourcePool<R extends PooledResource> {
 
   /** Gives a leased or checked resource back: to the first waiter, else to the idle stack. */
   release(resource: R): void {
-    if (this.#closed || resource.state === 'broken') return this.destroy(resource);
-    const waiter = this.#nextWaiter();
-    if (waiter !== undefined) {
+    if (resource.state === 'broken') return this.destroy(resource);
+    if (this.#waiters.length > 0) {
+      // Leased before the waiter leaves the queue: a drain that ends with it must not close it.
       this.#transition(resource, 'leased');
-      waiter.resolve(resource);
+      this.#nextWaiter()?.resolve(resource);
       return;
     }
+    if (this.#closed) return this.destroy(resource);
     this.#transition(resource, 'idle');
     this.#idle.push(resource);
   }
@@ -210,28 +213,43 @@ export class ResourcePool<R extends PooledResource> {
   }
 
   /**
-   * Stops the pool: waiters fail with {@link PoolEndedError}, idle and opening resources go to
+   * Stops the pool as pg.Pool does: new acquires fail with {@link PoolEndedError}, waiters already
+   * queued are still served (until their deadline), then idle and opening resources go to
    * `dispose` (which must end in {@link destroy}), and leased ones close as they come back.
    * Resolves once every resource is closed.
    */
   close(dispose: (resource: R) => void = (resource) => this.destroy(resource)): Promise<void> {
     this.#closed = true;
-    clearTimeout(this.#retryTimer);
-    for (let waiter = this.#nextWaiter(); waiter !== undefined; waiter = this.#nextWaiter()) {
-      waiter.reject(new PoolEndedError());
-    }
-    for (const resource of [...this.#all]) {
-      if (resource.state === 'idle' || resource.state === 'opening') dispose(resource);
-    }
+    this.#dispose = dispose;
+    if (this.#waiters.length === 0) this.#drained();
+    else this.#fill();
     if (this.#all.size === 0) return Promise.resolve();
     return new Promise((resolve) => {
       this.#emptied = resolve;
     });
   }
 
+  /** Fails the waiters a closing pool still serves (its shutdown deadline passed). */
+  abandonWaiters(): void {
+    for (let waiter = this.#nextWaiter(); waiter !== undefined; waiter = this.#nextWaiter()) {
+      waiter.reject(new PoolEndedError());
+    }
+  }
+
+  // The last waiter of a closing pool has been served or has failed: close what is left.
+  #drained(): void {
+    clearTimeout(this.#retryTimer);
+    const dispose = this.#dispose;
+    if (dispose === undefined) return;
+    for (const resource of [...this.#all]) {
+      if (resource.state === 'idle' || resource.state === 'opening') dispose(resource);
+    }
+  }
+
   #fill(): void {
-    if (this.#closed) return;
-    const { max, min } = this.#settings;
+    if (this.#closed && this.#waiters.length === 0) return;
+    const { max } = this.#settings;
+    const min = this.#closed ? 0 : this.#settings.min;
     let wanted = Math.max(this.#waiters.length - this.#opening, min - this.#all.size, this.#probe ? 1 - this.#opening : 0);
     while (wanted > 0 && this.#all.size < max) {
       // While opens fail, probe with one attempt at a time, spaced by backoff.
@@ -251,7 +269,7 @@ export class ResourcePool<R extends PooledResource> {
         this.#failures = 0;
         this.#probe = false;
         if (resource.state === 'closed') return;
-        if (resource.state === 'broken' || this.#closed) return this.destroy(resource);
+        if (resource.state === 'broken') return this.destroy(resource);
         this.release(resource);
       },
       (error: unknown) => {
@@ -263,7 +281,7 @@ export class ResourcePool<R extends PooledResource> {
           this.#transition(resource, 'closed');
           if (this.#all.size === 0) this.#emptied?.();
         }
-        if (this.#closed) return;
+        if (this.#closed && this.#waiters.length === 0) return;
         const fatal = this.#hooks.isFatalOpenError(error);
         if (fatal || this.#settings.failFast) {
           const rejection = fatal ? this.#hooks.fatalOpenError(error) : this.#hooks.unavailableError(error);
@@ -332,6 +350,7 @@ export class ResourcePool<R extends PooledResource> {
       this.#deadlineTimer = undefined;
       this.#deadlineAt = Infinity;
     }
+    if (this.#closed && this.#waiters.length === 0) this.#drained();
   }
 
   #removeIdle(resource: R): void {

@@ -425,6 +425,7 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
     });
     await Promise.race([closed, deadline]);
     clearTimeout(timer);
+    this.core.abandonWaiters();
     for (const connection of [...this.core.resources()]) {
       connection.destroy();
       this.evict(connection, 'shutdown-timeout', undefined);
