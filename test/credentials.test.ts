@@ -4,7 +4,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { inspect } from 'node:util';
 import { after, before, test } from 'node:test';
-import { ConnectFailedError, CredentialProviderError, Pool, type CredentialTarget, type PoolOptions } from '../src/index.js';
+import { ConfigError, ConnectFailedError, CredentialProviderError, Pool, type CredentialTarget, type PoolOptions } from '../src/index.js';
 import { PgCluster } from './harness/cluster.js';
 
 const clusters: PgCluster[] = [];
@@ -154,4 +154,8 @@ test('multi-host: each host gets its own token; no secret in events, logs, stats
   } finally {
     await p.end();
   }
+});
+
+test('a password that is neither a string nor a function is a ConfigError naming the option', () => {
+  assert.throws(() => new Pool({ password: 42 as unknown as string }), (e: unknown) => e instanceof ConfigError && e.option === 'password' && !e.message.includes('42'));
 });
