@@ -1,6 +1,7 @@
 import type * as pg from 'pg';
 import type { Logger } from './diagnostics/logger.js';
 import { ConfigError } from './errors.js';
+import { CredentialCache, type PasswordProvider } from './postgres/credentials.js';
 import { resolveHosts, type HostSettings, type TargetSessionAttrs } from './postgres/hosts.js';
 
 /** A pg client constructor, such as `pg.Client` or a subclass of it. */
@@ -11,7 +12,14 @@ export type ClientConstructor = new (config?: pg.ClientConfig) => pg.Client;
  * plus pg-lifeline's own (documented below). Values are validated once; a bad one throws
  * {@link ConfigError}.
  */
-export interface PoolOptions extends Omit<pg.PoolConfig, 'Client' | 'onConnect'> {
+export interface PoolOptions extends Omit<pg.PoolConfig, 'Client' | 'onConnect' | 'password'> {
+  /**
+   * The password, or a provider function called with `{ host, port, user, database }` of the
+   * connection being opened, returning (or resolving to) a string or `{ password, expiresAt }`.
+   * The result is cached per host until shortly before `expiresAt`, fetched once per host however
+   * many connections open together, and fetched again once when the server refuses it.
+   */
+  password?: string | PasswordProvider | undefined;
   /** Old name of `max`, still accepted by pg.Pool. */
   poolSize?: number | undefined;
   /** Client class to open connections with. Default: the app's own `pg.Client`. */
@@ -123,7 +131,9 @@ export interface ResolvedRetry {
 }
 
 /** `pool.options`: what the pool was given, with every default filled in. */
-export interface ResolvedPoolOptions extends PoolOptions {
+export interface ResolvedPoolOptions extends Omit<PoolOptions, 'password'> {
+  /** Typed as pg's, so the pool stays assignable to pg.Pool; a provider function is kept as given. */
+  readonly password?: pg.PoolConfig['password'];
   readonly max: number;
   readonly min: number;
   /** 0: idle connections are never closed for idleness. */
@@ -185,7 +195,9 @@ export interface ResolvedConfig extends Pick<ResolvedPoolOptions, PoolSetting> {
    * The `password` option (a string, or pg's function form), kept here as a plain field: the
    * option is hidden from logging in `clientOptions`, where a spread would drop it.
    */
-  readonly password: pg.ClientConfig['password'];
+  readonly password: string | undefined;
+  /** The password provider's cache, when `password` is a function. Stateful: one per pool. */
+  readonly credentials: CredentialCache | undefined;
   /** What each new client is constructed with: the user's options plus pool-level defaults. */
   readonly clientOptions: Readonly<ResolvedPoolOptions>;
   /** The servers to try and the role they must have. */
@@ -246,7 +258,7 @@ export function resolveConfig(options: PoolOptions | null | undefined): Resolved
   };
   // Read directly: in options copied from another pool (`new Pool(pool.options)`) it is not enumerable.
   const password = passwordOf(o.password);
-  const clientOptions = Object.freeze(hideSecrets({ ...o, ...resolved }, password));
+  const clientOptions: Readonly<ResolvedPoolOptions> = Object.freeze(hideSecrets({ ...o, ...resolved }, password) as ResolvedPoolOptions);
   return Object.freeze({
     ...resolved,
     hosts: resolveHosts(clientOptions as typeof clientOptions & Record<string, unknown>),
@@ -258,7 +270,9 @@ export function resolveConfig(options: PoolOptions | null | undefined): Resolved
     log: fn('log', o.log),
     logger: loggerOf(o.logger),
     Promise: fn('Promise', o.Promise),
-    password,
+    password: typeof password === 'string' ? password : undefined,
+    // Half the attempt bound, so a hung provider is reported as such and not as a connect timeout.
+    credentials: typeof password === 'function' ? new CredentialCache(password, Math.max(1, Math.floor(connectAttemptTimeoutMillis / 2))) : undefined,
     clientOptions,
   });
 }
@@ -289,16 +303,16 @@ function resolveRetry(retry: RetryOptions | false | undefined, max: number): Res
 
 // Like pg.Pool: `pool.options.password` stays readable but does not show up when the options are
 // logged. The pool itself uses ResolvedConfig.password, never this copy.
-function hideSecrets<T extends PoolOptions>(options: T, password: pg.ClientConfig['password']): T {
+function hideSecrets<T extends PoolOptions>(options: T, password: PoolOptions['password']): T {
   if (password !== undefined) Object.defineProperty(options, 'password', { enumerable: false, value: password });
   return options;
 }
 
-function passwordOf(value: unknown): pg.ClientConfig['password'] {
+function passwordOf(value: unknown): PoolOptions['password'] {
   if (value === undefined || value === null) return undefined;
   // Never echo the value: it is a secret.
   if (typeof value !== 'string' && typeof value !== 'function') throw new ConfigError('password', 'a string or a function returning one', `a ${typeof value}`);
-  return value as pg.ClientConfig['password'];
+  return value as PoolOptions['password'];
 }
 
 function int(option: string, value: unknown, fallback: number, lo: number, hi: number): number {

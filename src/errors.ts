@@ -20,7 +20,8 @@ export type LifelineErrorCode =
   | 'PGL_NO_MATCHING_HOST'
   | 'PGL_CLIENT_RELEASED'
   | 'PGL_DOUBLE_RELEASE'
-  | 'PGL_TRANSACTION_ROLLED_BACK';
+  | 'PGL_TRANSACTION_ROLLED_BACK'
+  | 'PGL_CREDENTIAL_PROVIDER';
 
 /** Base class of every pg-lifeline error. */
 export abstract class LifelineError extends Error {
@@ -358,4 +359,23 @@ function describe(value: unknown): string {
   if (value === null) return 'null';
   if (typeof value === 'object') return 'an object';
   return String(value);
+}
+
+/**
+ * The `password` provider function threw, timed out, or returned something other than a string or
+ * `{ password, expiresAt }`, so the connection could not be opened. `provider` is its name.
+ */
+export class CredentialProviderError extends LifelineError {
+  readonly code = 'PGL_CREDENTIAL_PROVIDER';
+  /** The provider function's name ('password' when it has none). */
+  readonly provider: string;
+
+  constructor(provider: string, cause: unknown) {
+    super(
+      `The password provider \`${provider}\` failed: ${typeof cause === 'string' ? cause : errorText(cause)}. ` +
+        'Check that it can reach its token service (IAM, Entra ID, the secret store) and that its own credentials are valid.',
+      typeof cause === 'string' ? undefined : { cause },
+    );
+    this.provider = provider;
+  }
 }

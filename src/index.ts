@@ -25,6 +25,7 @@ export {
   ClientReleasedError,
   DoubleReleaseError,
   TransactionRolledBackError,
+  CredentialProviderError,
   type LifelineErrorCode,
   type AcquireTimeoutReason,
   type ConnectionFacts,
@@ -33,6 +34,7 @@ export {
 } from './errors.js';
 export { classifyFailure, isConnectionError, isServerWideFailure, isPermanentConnectError, isSafeToRetry, outcomeOf, type FailureKind } from './postgres/classify.js';
 export type { RetryEvent } from './postgres/retrier.js';
+export type { CredentialTarget, ExpiringPassword, PasswordProvider, PasswordResult } from './postgres/credentials.js';
 export type { Diagnosis, DiagnosisFacts, LossCause } from './diagnostics/diagnose.js';
 export type { ServerSettings } from './diagnostics/server-settings.js';
 export type { Logger } from './diagnostics/logger.js';

@@ -40,6 +40,11 @@ export interface Diagnosis extends DiagnosisFacts {
   readonly advice: string;
 }
 
+// With a password provider, a token refused even after the pool fetched a fresh one has these usual causes.
+const PROVIDER_AUTH_HINT =
+  '; with a password provider (IAM, Entra ID): an expired token, a token signed for another host or port than the one ' +
+  'connected to, a clock skewed from the token service, or TLS missing (IAM logins require ssl); see docs/credentials.md';
+
 // An idle connection that dies silently after this long most likely met an idle timeout on a NAT,
 // load balancer or proxy: they commonly cut flows idle for 60 s to 60 min.
 const LONG_IDLE_MILLIS = 30_000;
@@ -86,7 +91,7 @@ function explain(error: unknown, facts: DiagnosisFacts): [LossCause, string, str
   }
   const kind = classifyFailure(error);
   if (kind === 'too-many-connections') return ['too-many-connections', 'the server has no connection slots left (max_connections)', 'lower max across app instances, raise max_connections, or put PgBouncer in front'];
-  if (kind === 'auth' || kind === 'no-database') return ['auth', 'the server refused the login', 'check the user, password and database name'];
+  if (kind === 'auth' || kind === 'no-database') return ['auth', 'the server refused the login', `check the user, password and database name${kind === 'auth' ? PROVIDER_AUTH_HINT : ''}`];
   if (kind === 'tls') return ['tls', 'the TLS connection failed or was cut', 'check the certificate, its expiry and the sslmode; run pg-lifeline doctor'];
   if (kind === 'unreachable') return ['server-restart', `nothing accepted the connection${facts.host ? ` at ${facts.host}` : ''}: the server is down, restarting, or unreachable`, 'the pool retries with backoff; check the server and the network if it lasts'];
   if (kind === 'query-timeout') return ['network', 'the statement outlived query_timeout: it is slow, or the network to the server went silent', 'raise query_timeout for slow statements; run pg-lifeline doctor --probe-idle to look for a network that drops flows'];

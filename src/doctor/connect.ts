@@ -89,12 +89,17 @@ export async function reachability(ctx: DoctorContext, tcpMs: number): Promise<C
   };
 }
 
+// A short-lived token (RDS IAM, Entra ID) is refused as a wrong password; these are its usual causes.
+const TOKEN_HINT =
+  '. If it is a token (RDS IAM, Entra ID): it may have expired, be signed for another host or port than this one, ' +
+  'be judged against a skewed clock, or need TLS (IAM logins require sslmode=require or better); see docs/credentials.md';
+
 function authAdvice(error: unknown, s: ConnSettings): string {
   const state = sqlState(error);
   const message = describeError(error);
   switch (state) {
     case '28P01':
-      return `the password for role "${s.user}" is wrong: check the URL's password, PGPASSWORD or ~/.pgpass`;
+      return `the password for role "${s.user}" is wrong: check the URL's password, PGPASSWORD or ~/.pgpass${TOKEN_HINT}`;
     case '28000':
       if (/no pg_hba\.conf entry/i.test(message)) {
         return /no encryption/i.test(message)

@@ -2,6 +2,7 @@ import * as pg from 'pg';
 import type { ResolvedConfig } from '../config.js';
 import type { ServerIdentity } from './commit-resolver.js';
 import { isPermanentConnectError } from './classify.js';
+import { isAuthFailure } from './credentials.js';
 import { ROLE_SQL, roleMatches, type HostRouter } from './host-router.js';
 import type { HostTarget } from './hosts.js';
 import { NoMatchingHostError, sqlStateOf } from '../errors.js';
@@ -52,6 +53,8 @@ export class PgConnection extends PooledResource {
   readonly #plan: readonly HostTarget[];
   readonly #bound = new Map<(...args: never[]) => unknown, unknown>();
   #transactionStatus: () => TransactionStatus;
+  // Which cached provider password the current client was given (a number, never the secret).
+  #credentialVersion: number | undefined;
   #fallback: { client: pg.Client; target: HostTarget } | undefined;
   #cancelled: Promise<void> | undefined;
   #closing: Promise<void> | undefined;
@@ -84,7 +87,7 @@ export class PgConnection extends PooledResource {
     for (const [i, target] of this.#plan.entries()) {
       if (i > 0) this.#use(this.#newClient(target), target);
       try {
-        await this.client.connect();
+        await this.#connect(target);
         if (router.checksRole && !(await this.#roleFits(router))) continue;
         await this.#finish(router);
         return;
@@ -103,6 +106,20 @@ export class PgConnection extends PooledResource {
       return this.#finish(router);
     }
     throw lastError ?? new NoMatchingHostError(router.attrs, this.#plan);
+  }
+
+  // A password the server refuses is fetched again once and the open retried once; a second refusal stands.
+  async #connect(target: HostTarget): Promise<void> {
+    try {
+      await this.client.connect();
+    } catch (error) {
+      const used = this.#credentialVersion;
+      if (used === undefined || this.#config.credentials === undefined || !isAuthFailure(error)) throw error;
+      destroySocket(this.client);
+      this.#config.credentials.invalidate(target.key, used);
+      this.#use(this.#newClient(target), target);
+      await this.client.connect();
+    }
   }
 
   // Keeps the client if its server has the wanted role; a prefer-* pool keeps the first other one aside.
@@ -147,6 +164,16 @@ export class PgConnection extends PooledResource {
     const options: Record<string, unknown> = { ...target.clientOptions, connectionTimeoutMillis: this.#config.connectAttemptTimeoutMillis };
     // Passed explicitly: pg.Client hides it again on its own object.
     if (this.#config.password !== undefined) options['password'] = this.#config.password;
+    const credentials = this.#config.credentials;
+    // pg asks only when the server wants a password; the version is kept to refresh it if refused.
+    if (credentials !== undefined) {
+      this.#credentialVersion = undefined;
+      options['password'] = async () => {
+        const credential = await credentials.get(target.key, { host: target.host, port: target.port, user: client.user, database: client.database });
+        this.#credentialVersion = credential.version;
+        return credential.password;
+      };
+    }
     const client = new Client(options as pg.ClientConfig);
     // Listening for the client's whole life is what keeps a dying connection from becoming an
     // uncaught 'error' event that crashes the process. Only the current client's death counts.

@@ -1,6 +1,6 @@
 // How failed opens are treated: which failures end the wait for everyone, and how far to back off
 // between attempts for the others.
-import { ConnectFailedError } from '../errors.js';
+import { ConnectFailedError, CredentialProviderError } from '../errors.js';
 import { classifyFailure, isConnectionError, isPermanentConnectError } from './classify.js';
 
 // Opening backs off from this step while it fails, up to a ceiling that depends on what a retry
@@ -30,7 +30,9 @@ export function openRetryCapMillis(error: unknown): number {
 }
 
 /** What waiters are rejected with after a fatal open error. */
-export function fatalOpenError(error: unknown): ConnectFailedError {
+export function fatalOpenError(error: unknown): ConnectFailedError | CredentialProviderError {
+  // Already names the provider and its cause.
+  if (error instanceof CredentialProviderError) return error;
   return new ConnectFailedError(
     error,
     isPermanentConnectError(error)
