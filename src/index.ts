@@ -25,6 +25,7 @@ export {
   ClientReleasedError,
   DoubleReleaseError,
   TransactionRolledBackError,
+  ListenError,
   type LifelineErrorCode,
   type AcquireTimeoutReason,
   type ConnectionFacts,
@@ -33,6 +34,8 @@ export {
 } from './errors.js';
 export { classifyFailure, isConnectionError, isServerWideFailure, isPermanentConnectError, isSafeToRetry, outcomeOf, type FailureKind } from './postgres/classify.js';
 export type { RetryEvent } from './postgres/retrier.js';
+export { Listener, type ListenOptions, type ListenNotification, type NotificationHandler, type ListenerEvents } from './postgres/listener.js';
+export type { DisconnectedEvent, ReconnectedEvent, ListenStats, ListenState } from './postgres/listen-session.js';
 export type { Diagnosis, DiagnosisFacts, LossCause } from './diagnostics/diagnose.js';
 export type { ServerSettings } from './diagnostics/server-settings.js';
 export type { Logger } from './diagnostics/logger.js';
