@@ -91,6 +91,11 @@ export interface PoolOptions extends Omit<pg.PoolConfig, 'Client' | 'onConnect' 
   targetSessionAttrs?: TargetSessionAttrs | undefined;
   /** 'random' shuffles the hosts for each new connection, as libpq's `load_balance_hosts`. Default 'disable'. */
   loadBalanceHosts?: 'random' | 'disable' | undefined;
+  /**
+   * How often the LISTEN session of `pool.listen()` proves it is alive and still listening (minus up
+   * to 10 % jitter). A dead network is noticed within this plus `validationTimeoutMillis`. Default 5000.
+   */
+  listenHeartbeatMillis?: number | undefined;
   /** A host that failed is tried last for this long (Npgsql's Host Recheck Seconds). Default 10000. */
   hostRecheckMillis?: number | undefined;
   /**
@@ -159,6 +164,7 @@ export interface ResolvedPoolOptions extends Omit<PoolOptions, 'password'> {
   readonly resolveCommitOutcome: boolean;
   /** pg's client-side statement deadline; 0 none. pg-lifeline also cancels and discards. */
   readonly query_timeout: number;
+  readonly listenHeartbeatMillis: number;
 }
 
 type PoolSetting =
@@ -179,7 +185,8 @@ type PoolSetting =
   | 'idempotent'
   | 'failFast'
   | 'resolveCommitOutcome'
-  | 'query_timeout';
+  | 'query_timeout'
+  | 'listenHeartbeatMillis';
 
 /** The validated settings the pool runs on. Frozen. */
 export interface ResolvedConfig extends Pick<ResolvedPoolOptions, PoolSetting> {
@@ -255,6 +262,7 @@ export function resolveConfig(options: PoolOptions | null | undefined): Resolved
     failFast: bool('failFast', o.failFast, false),
     resolveCommitOutcome: bool('resolveCommitOutcome', o.resolveCommitOutcome, true),
     query_timeout: int('query_timeout', o.query_timeout, 0, 0, MAX_TIMER),
+    listenHeartbeatMillis: int('listenHeartbeatMillis', o.listenHeartbeatMillis, 5000, 100, MAX_TIMER),
   };
   // Read directly: in options copied from another pool (`new Pool(pool.options)`) it is not enumerable.
   const password = passwordOf(o.password);

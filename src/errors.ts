@@ -21,7 +21,8 @@ export type LifelineErrorCode =
   | 'PGL_CLIENT_RELEASED'
   | 'PGL_DOUBLE_RELEASE'
   | 'PGL_TRANSACTION_ROLLED_BACK'
-  | 'PGL_CREDENTIAL_PROVIDER';
+  | 'PGL_CREDENTIAL_PROVIDER'
+  | 'PGL_LISTEN';
 
 /** Base class of every pg-lifeline error. */
 export abstract class LifelineError extends Error {
@@ -336,6 +337,19 @@ export class TransactionRolledBackError extends LifelineError {
       'The transaction was rolled back instead of committed: a statement inside it failed earlier. ' +
         'Nothing it wrote was saved. Let errors inside the transaction propagate, or use a SAVEPOINT to recover from one.',
     );
+  }
+}
+
+/**
+ * A LISTEN could not start or keep going: the server refused the channel (a standby, too many
+ * listeners), a pooler in transaction mode dropped it, or the session could not be opened. The
+ * server's error, when there is one, is the `cause`.
+ */
+export class ListenError extends LifelineError {
+  readonly code = 'PGL_LISTEN';
+
+  constructor(message: string, cause: unknown) {
+    super(message, cause === undefined ? undefined : { cause });
   }
 }
 

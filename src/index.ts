@@ -26,6 +26,7 @@ export {
   DoubleReleaseError,
   TransactionRolledBackError,
   CredentialProviderError,
+  ListenError,
   type LifelineErrorCode,
   type AcquireTimeoutReason,
   type ConnectionFacts,
@@ -35,6 +36,8 @@ export {
 export { classifyFailure, isConnectionError, isServerWideFailure, isPermanentConnectError, isSafeToRetry, outcomeOf, type FailureKind } from './postgres/classify.js';
 export type { RetryEvent } from './postgres/retrier.js';
 export type { CredentialTarget, ExpiringPassword, PasswordProvider, PasswordResult } from './postgres/credentials.js';
+export { Listener, type ListenOptions, type ListenNotification, type NotificationHandler, type ListenerEvents } from './postgres/listener.js';
+export type { DisconnectedEvent, ReconnectedEvent, ListenStats, ListenState } from './postgres/listen-session.js';
 export type { Diagnosis, DiagnosisFacts, LossCause } from './diagnostics/diagnose.js';
 export type { ServerSettings } from './diagnostics/server-settings.js';
 export type { Logger } from './diagnostics/logger.js';

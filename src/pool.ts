@@ -9,6 +9,8 @@ import type { Attempt } from './postgres/retrier.js';
 import { now } from './core/resource-pool.js';
 import { attemptTransaction, beginStatement, deadlineIn, type TransactionHost, type TransactionOptions } from './postgres/transaction.js';
 import type { PoolStats } from './stats.js';
+import { ListenSession } from './postgres/listen-session.js';
+import { Listener, type ListenOptions, type NotificationHandler } from './postgres/listener.js';
 
 /** The client `connect()` hands out: a pg client that `await using` releases at the end of its block. */
 export type LeasedClient = pg.PoolClient & AsyncDisposable;
@@ -68,6 +70,8 @@ export class Pool extends PgPool {
   readonly log: (...messages: unknown[]) => void;
   readonly #config: ResolvedConfig;
   readonly #manager: ConnectionManager;
+  #listen: ListenSession | undefined;
+  #listeners = 0;
 
   constructor(options?: PoolOptions | null) {
     const config = resolveConfig(options);
@@ -99,7 +103,32 @@ export class Pool extends PgPool {
 
   /** A snapshot of sizes and counters. */
   stats(): PoolStats {
-    return this.#manager.snapshot();
+    return { ...this.#manager.snapshot(), listen: this.#listen?.stats(this.#listeners) };
+  }
+
+  /**
+   * Listens to `channel` on the pool's dedicated LISTEN session (opened on first use, not counted
+   * against `max`, shared by every listener) and resolves once LISTEN has succeeded. The session is
+   * proven with a heartbeat and reopened with backoff whenever it is lost, for as long as anyone
+   * listens; every window in which notifications may have been lost is reported.
+   */
+  async listen(channel: string, handler: NotificationHandler, options?: ListenOptions): Promise<Listener> {
+    if (this.ending) throw new PoolEndedError();
+    const session = (this.#listen ??= new ListenSession(this.#config, {
+      diagnose: (error, connection) => this.#manager.diagnose(error, connection),
+      warn: (message, fields) => this.#manager.warn(message, fields),
+    }));
+    const listener = new Listener(session, options, (message, fields) => this.#manager.warn(message, fields));
+    this.#listeners++;
+    listener.once('close', () => this.#listeners--);
+    try {
+      await listener.add(channel, handler, { signal: options?.signal });
+    } catch (error) {
+      await listener.close();
+      throw error;
+    }
+    options?.signal?.addEventListener('abort', () => void listener.close(), { once: true });
+    return listener;
   }
 
   /**
@@ -200,7 +229,7 @@ export class Pool extends PgPool {
       result = Promise.reject(new PoolEndedError('Called end on pool more than once.'));
     } else {
       this.ending = true;
-      result = this.#manager.end().then(() => {
+      result = Promise.all([this.#manager.end(), this.#listen?.end()]).then(() => {
         this.ended = true;
       });
     }

@@ -1,4 +1,5 @@
 import type { FailureKind } from './postgres/classify.js';
+import type { ListenStats } from './postgres/listen-session.js';
 
 /** Why the pool closed a connection. */
 export type EvictionReason =
@@ -64,6 +65,8 @@ export interface PoolStats {
   readonly keepaliveIntervalMillis: number;
   /** An idle age at which connections keep dying silently (a proxy or NAT idle timeout), once learned. */
   readonly learnedIdleKillMillis: number | undefined;
+  /** The `pool.listen()` session, once one was started. */
+  readonly listen?: ListenStats | undefined;
 }
 
 // Upper bounds of the wait histogram's buckets, in milliseconds; the last is unbounded.
