@@ -7,7 +7,7 @@ import { classifyFailure, isConnectionError, isSafeToRetry, isServerWideFailure,
 import { HostRouter } from './host-router.js';
 import type { CommitResolution, ResolverQuery } from './commit-resolver.js';
 import { PgConnection, type ConnectionOwner } from './connection.js';
-import { isClientFinished, setSocketRef } from './internals.js';
+import { hasQueryInFlight, isClientFinished, onReadyForQuery, setSocketRef } from './internals.js';
 import { checkin } from './checkin.js';
 import type { LeaseOwner } from './lease.js';
 import { diagnose, type Diagnosis } from '../diagnostics/diagnose.js';
@@ -354,6 +354,8 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
     }
     this.stats.connects++;
     this.#report.opened(connection.target.key);
+    // Closed while it opened (the pool ended): an app's 'connect' handler would query a closed client.
+    if (connection.state === 'closed') return;
     this.#report.emit('connect', connection.client);
   }
 
@@ -417,6 +419,12 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
     const closed = this.core.close((connection) => {
       // Idle ones say goodbye properly; one still opening has nothing worth waiting for.
       if (connection.state === 'opening') connection.destroy();
+      else if (hasQueryInFlight(connection.client)) {
+        // An app's 'connect' handler may still be running its setup query: ending the client now would
+        // reject it where nobody listens. It closes once that finishes (or at the shutdown deadline).
+        this.core.beginCheck(connection);
+        return onReadyForQuery(connection.client, () => this.evict(connection, 'pool-ended', undefined));
+      }
       this.evict(connection, 'pool-ended', undefined);
     });
     let timer: ReturnType<typeof setTimeout> | undefined;
