@@ -31,7 +31,7 @@ export {
   type Outcome,
   type PoolCounts,
 } from './errors.js';
-export { classifyFailure, isConnectionError, isServerWideFailure, isPermanentConnectError, isSafeToRetry, outcomeOf, type FailureKind } from './postgres/classify.js';
+export { classifyFailure, isConnectionError, isServerWideFailure, isPermanentConnectError, isSafeToRetry, outcomeOf, type FailureKind, type RetryFacts } from './postgres/classify.js';
 export type { RetryEvent } from './postgres/retrier.js';
 export type { Diagnosis, DiagnosisFacts, LossCause } from './diagnostics/diagnose.js';
 export type { ServerSettings } from './diagnostics/server-settings.js';
