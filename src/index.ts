@@ -33,7 +33,7 @@ export {
   type Outcome,
   type PoolCounts,
 } from './errors.js';
-export { classifyFailure, isConnectionError, isServerWideFailure, isPermanentConnectError, isSafeToRetry, outcomeOf, type FailureKind } from './postgres/classify.js';
+export { classifyFailure, isConnectionError, isServerWideFailure, isPermanentConnectError, isSafeToRetry, outcomeOf, type FailureKind, type RetryFacts } from './postgres/classify.js';
 export type { RetryEvent } from './postgres/retrier.js';
 export type { CredentialTarget, ExpiringPassword, PasswordProvider, PasswordResult } from './postgres/credentials.js';
 export { Listener, type ListenOptions, type ListenNotification, type NotificationHandler, type ListenerEvents } from './postgres/listener.js';

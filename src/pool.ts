@@ -4,6 +4,7 @@ import { resolveConfig, type ClientConstructor, type PoolOptions, type ResolvedC
 import { AbortedError, PoolEndedError } from './errors.js';
 import { isConnectionError } from './postgres/classify.js';
 import { Lease } from './postgres/lease.js';
+import { ranAsOneTransaction } from './postgres/statement-shape.js';
 import { ConnectionManager } from './postgres/manager.js';
 import type { Attempt } from './postgres/retrier.js';
 import { now } from './core/resource-pool.js';
@@ -284,7 +285,8 @@ export class Pool extends PgPool {
       const timeout = (text as { query_timeout?: number } | null)?.query_timeout;
       const translated = manager.translate(error, connection, true, timeout);
       manager.checkin(connection, isConnectionError(error) ? error : undefined);
-      return { ok: false, error: translated, retry: manager.retryable(error, { sent: true, idempotent }) };
+      // Whether it ran as one transaction matters only after 40001/40P01; reading the SQL is for failures only.
+      return { ok: false, error: translated, retry: manager.retryable(error, { sent: true, idempotent, atomic: ranAsOneTransaction(text, values) }) };
     }
   }
 

@@ -42,8 +42,9 @@ interface Row {
 const rows: Row[] = [
   { name: 'syntax error', error: () => errorOf('SELEC 1'), kind: 'query', retry: [false, false] },
   { name: 'unique violation', error: () => errorOf('CREATE TEMP TABLE u (id int primary key); INSERT INTO u VALUES (1), (1)'), kind: 'query', retry: [false, false] },
-  { name: '40001 serialization failure', error: () => errorOf(raise('40001')), kind: 'serialization', retry: [true, true] },
-  { name: '40P01 deadlock', error: () => errorOf(raise('40P01')), kind: 'deadlock', retry: [true, true] },
+  // Raised from a DO block, which may commit inside: not retried unless the work ran as one transaction.
+  { name: '40001 serialization failure', error: () => errorOf(raise('40001')), kind: 'serialization', retry: [false, false] },
+  { name: '40P01 deadlock', error: () => errorOf(raise('40P01')), kind: 'deadlock', retry: [false, false] },
   { name: '25006 read-only transaction', error: () => errorOf('BEGIN READ ONLY; CREATE TABLE r (x int)'), kind: 'read-only', retry: [false, false] },
   { name: '57014 statement timeout', error: () => errorOf("SET statement_timeout = '10ms'; SELECT pg_sleep(1)"), kind: 'canceled', retry: [false, false] },
   { name: '28000 unknown role', error: () => errorOf('SELECT 1', { user: 'no_such_role' }), kind: 'auth', retry: [false, false] },
@@ -61,6 +62,14 @@ describe('classification of real server errors', () => {
       assert.equal(isSafeToRetry(error, { sent: true, idempotent: true }), row.retry[1]);
     });
   }
+
+  test('40001 and 40P01 are retried only when the work ran as one transaction', async () => {
+    for (const state of ['40001', '40P01']) {
+      const error = await errorOf(raise(state));
+      assert.equal(isSafeToRetry(error, { sent: true, idempotent: false, atomic: true }), true);
+      assert.equal(isSafeToRetry(error, { sent: true, idempotent: true, atomic: false }), false);
+    }
+  });
 
   test("pg.Pool's own acquire timeout reads as unreachable", async () => {
     const plain = new pg.Pool({ ...cluster.clientConfig(), max: 1, connectionTimeoutMillis: 50 });

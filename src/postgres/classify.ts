@@ -6,7 +6,7 @@ import { sqlStateOf, unwrap, type Outcome } from '../errors.js';
  * may run again.
  */
 export type FailureKind =
-  /** The session or its socket died: 08xxx, 57P01/57P02, ECONNRESET, EPIPE, EOF, TLS drops. */
+  /** The session or its socket died: FATAL/PANIC (57P01, 57P02...), ECONNRESET, EPIPE, EOF, TLS drops. */
   | 'connection-lost'
   /** The server ended an idle session (57P05, 25P03): it had not read anything pending. */
   | 'idle-session-ended'
@@ -14,7 +14,7 @@ export type FailureKind =
   | 'server-starting'
   /** 53300: too many connections. */
   | 'too-many-connections'
-  /** The server could not be reached at all: ECONNREFUSED, ETIMEDOUT, EHOSTUNREACH... */
+  /** The server could not be reached at all: ECONNREFUSED, ETIMEDOUT, EHOSTUNREACH, a missing unix socket... */
   | 'unreachable'
   /** 40001: serialization failure; the transaction was rolled back. */
   | 'serialization'
@@ -76,10 +76,15 @@ function classifyOne(err: unknown): FailureKind {
     if (state === '3D000') return 'no-database';
     if (state === '57014') return 'canceled';
     if (state.startsWith('28')) return 'auth';
-    if (state.startsWith('08') || state === '57P01' || state === '57P02' || e.severity === 'FATAL' || e.severity === 'PANIC') return 'connection-lost';
+    if (state === '57P01' || state === '57P02' || e.severity === 'FATAL' || e.severity === 'PANIC') return 'connection-lost';
+    // Class 08 also comes as an ordinary ERROR on a live session (08P01 for a wrong bind count,
+    // 08001 from dblink or postgres_fdw): only an 08 without the server's severity means the link.
+    if (state.startsWith('08') && typeof e.severity !== 'string') return 'connection-lost';
     return 'query';
   }
   const code = typeof e.code === 'string' ? e.code : '';
+  // A unix socket whose file is gone: the server is restarting, as ECONNREFUSED over TCP.
+  if (code === 'ENOENT' && (e as { syscall?: unknown }).syscall === 'connect') return 'unreachable';
   // pg-lifeline's own errors, as they come back out of a checked-out client: what they wrap says more.
   if (code === 'PGL_CONNECTION_LOST' || code === 'PGL_OUTCOME_UNKNOWN') {
     const inner = classifyFailure(e.cause);
@@ -132,8 +137,9 @@ const PERMANENT_POOLER_MESSAGES = ['no such database', 'no such user', 'unsuppor
  * The outcome of a statement that failed with `err`. `sent` says whether its bytes were handed
  * to the socket; a failure before that leaves nothing in doubt.
  * - `not-applied`: it never reached the server, the server ended the session while idle (so it
- *   had not read the statement), or the server rolled it back (serialization, deadlock, cancel,
- *   or an ordinary error).
+ *   had not read the statement), or the server rolled back the transaction it failed in
+ *   (serialization, deadlock, cancel, or an ordinary error). A CALL or a script holding COMMIT
+ *   may have committed earlier transactions before that one.
  * - `unknown`: it reached the socket and the connection died before the answer: it may have run.
  */
 export function outcomeOf(err: unknown, sent: boolean): Outcome {
@@ -147,13 +153,32 @@ export function outcomeOf(err: unknown, sent: boolean): Outcome {
 /** Failure kinds after which running the statement again, on another connection, may succeed. */
 const TRANSIENT: ReadonlySet<FailureKind> = new Set(['connection-lost', 'idle-session-ended', 'server-starting', 'too-many-connections', 'unreachable', 'query-timeout', 'serialization', 'deadlock']);
 
+/** What the pool knows about a failed statement when it decides whether to run it again. */
+export interface RetryFacts {
+  /** Its bytes were handed to the socket. */
+  readonly sent: boolean;
+  /** Running it twice is harmless. */
+  readonly idempotent: boolean;
+  /**
+   * It ran as one transaction, so nothing of it can have committed before the error: one plain
+   * statement (not CALL or DO) in autocommit, or work inside `pool.transaction`. Default false.
+   */
+  readonly atomic?: boolean | undefined;
+}
+
+// The server rolls back the transaction that failed; earlier transactions of the same work stay.
+const ROLLED_BACK: ReadonlySet<FailureKind> = new Set(['serialization', 'deadlock']);
+
 /**
  * Whether a statement that failed with `err` may be run again. Never after auth, unknown-database
- * or ordinary SQL errors. After a transient failure: always if it was not applied, and if the
- * outcome is unknown only when the statement is idempotent (running it twice is harmless).
+ * or ordinary SQL errors. After a serialization failure or deadlock only when it ran as one
+ * transaction (`atomic`): a CALL or a script may have committed part of its work first. After
+ * any other transient failure: always if it was not applied, and if the outcome is unknown only
+ * when the statement is idempotent (running it twice is harmless).
  */
-export function isSafeToRetry(err: unknown, options: { sent: boolean; idempotent: boolean }): boolean {
+export function isSafeToRetry(err: unknown, options: RetryFacts): boolean {
   if (!isTransientFailure(err)) return false;
+  if (ROLLED_BACK.has(classifyFailure(err))) return options.atomic === true;
   return options.idempotent || outcomeOf(err, options.sent) === 'not-applied';
 }
 

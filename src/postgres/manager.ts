@@ -3,7 +3,7 @@ import type { ResolvedConfig } from '../config.js';
 import { ResourcePool, now, type ResourceHooks, type ResourceState } from '../core/resource-pool.js';
 import { ConnectionLostError, LifelineError, OutcomeUnknownError, QueryTimeoutError, ServerUnavailableError, sqlStateOf } from '../errors.js';
 import { StatsRecorder, type EvictionReason, type PoolStats } from '../stats.js';
-import { classifyFailure, isConnectionError, isSafeToRetry, isServerWideFailure, isTransientFailure, outcomeOf } from './classify.js';
+import { classifyFailure, isConnectionError, isSafeToRetry, isServerWideFailure, isTransientFailure, outcomeOf, type RetryFacts } from './classify.js';
 import { HostRouter } from './host-router.js';
 import type { CommitResolution, ResolverQuery } from './commit-resolver.js';
 import { PgConnection, type ConnectionOwner } from './connection.js';
@@ -234,8 +234,8 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
    * by a read-only server (25006) on a pool that wants a writable one did not apply, and runs
    * again on the new primary.
    */
-  retryable(error: unknown, options: { sent: boolean; idempotent: boolean }): boolean {
-    return isSafeToRetry(error, options) || this.#refusedByFormerPrimary(error);
+  retryable(error: unknown, options: RetryFacts): boolean {
+    return isSafeToRetry(error, options) || (options.atomic === true && this.#refusedByFormerPrimary(error));
   }
 
   /** Whether a transaction that certainly did not commit may run again after `error`. */
