@@ -36,7 +36,7 @@ describe('statements in flight on a dead network', () => {
       for (const outcome of await Promise.all(writes)) assert.ok(outcome === 'settled' || outcome instanceof ConnectionLostError, String(outcome));
       assert.equal(downs.length >= 1, true);
       assert.ok(pool.stats().monitor.hostsDown >= 1);
-      const read = pool.query({ text: 'SELECT 42 AS n', idempotent: true } as never);
+      const read = pool.query<{ n: number }>({ text: 'SELECT 42 AS n', idempotent: true } as never);
       proxy.passThrough();
       assert.equal((await read).rows[0]?.n, 42);
     } finally {
