@@ -99,6 +99,17 @@ export interface PoolOptions extends Omit<pg.PoolConfig, 'Client' | 'onConnect' 
   /** A host that failed is tried last for this long (Npgsql's Host Recheck Seconds). Default 10000. */
   hostRecheckMillis?: number | undefined;
   /**
+   * A statement in flight that has received no bytes for this long makes its host suspect: a
+   * separate monitor connection then asks the server whether its backend is still working on it.
+   * 0 turns monitoring off. Default 2000.
+   */
+  monitorGraceMillis?: number | undefined;
+  /**
+   * How long the monitor may fail to reach a suspect host before the host is declared unreachable
+   * and its connections with a statement in flight are cut off. Default 10000.
+   */
+  monitorDetectionMillis?: number | undefined;
+  /**
    * Where pg-lifeline reports what it does (a connection lost and why, a retry, an outage and its
    * end, a tuned keepalive, a config that conflicts with the server): a pino-, console- or
    * winston-shaped logger. Quiet when absent. Never given passwords or query values.
@@ -210,6 +221,9 @@ export interface ResolvedConfig extends Pick<ResolvedPoolOptions, PoolSetting> {
   /** The servers to try and the role they must have. */
   readonly hosts: HostSettings;
   readonly hostRecheckMillis: number;
+  /** 0: no monitoring of in-flight statements. */
+  readonly monitorGraceMillis: number;
+  readonly monitorDetectionMillis: number;
 }
 
 const MAX_TIMER = 2_147_483_647;
@@ -271,6 +285,8 @@ export function resolveConfig(options: PoolOptions | null | undefined): Resolved
     ...resolved,
     hosts: resolveHosts(clientOptions as typeof clientOptions & Record<string, unknown>),
     hostRecheckMillis: int('hostRecheckMillis', o.hostRecheckMillis, 10_000, 0, MAX_TIMER),
+    monitorGraceMillis: int('monitorGraceMillis', o.monitorGraceMillis, 2000, 0, MAX_TIMER),
+    monitorDetectionMillis: int('monitorDetectionMillis', o.monitorDetectionMillis, 10_000, 1000, MAX_TIMER),
     maxLifetimeMillis: maxLifetimeSeconds * 1000,
     Client: fn('Client', o.Client),
     onConnect: fn('onConnect', o.onConnect),

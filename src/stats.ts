@@ -67,6 +67,11 @@ export interface PoolStats {
   readonly learnedIdleKillMillis: number | undefined;
   /** The `pool.listen()` session, once one was started. */
   readonly listen?: ListenStats | undefined;
+  /**
+   * The monitor of silent statements in flight: checks run, checks the host did not answer in
+   * time, connections cut off, and hosts declared unreachable.
+   */
+  readonly monitor: Readonly<{ checks: number; unanswered: number; cutOff: number; hostsDown: number }>;
 }
 
 // Upper bounds of the wait histogram's buckets, in milliseconds; the last is unbounded.
@@ -87,6 +92,7 @@ export class StatsRecorder {
   suspensions = 0;
   retries = 0;
   readonly commitResolutions = { committed: 0, aborted: 0, unknown: 0 };
+  readonly monitor = { checks: 0, unanswered: 0, cutOff: 0, hostsDown: 0 };
   readonly #evictions = new Map<EvictionReason, number>();
   readonly #retriesByKind = new Map<FailureKind, number>();
 
@@ -142,6 +148,7 @@ export class StatsRecorder {
       retries: this.retries,
       retriesByKind: Object.freeze(Object.fromEntries(this.#retriesByKind)),
       commitResolutions: Object.freeze({ ...this.commitResolutions }),
+      monitor: Object.freeze({ ...this.monitor }),
       acquireWait: Object.freeze({
         count: this.acquired,
         meanMillis: this.acquired === 0 ? 0 : this.#waitSum / this.acquired,

@@ -151,6 +151,7 @@ function expectedSeries(stats: PoolStats): [string, Record<string, string>, numb
   for (const [reason, n] of Object.entries(stats.evictions)) series.push(['pg_lifeline_evictions_total', { reason }, n]);
   for (const [kind, n] of Object.entries(stats.retriesByKind)) series.push(['pg_lifeline_retries_total', { kind }, n ?? 0]);
   for (const [outcome, n] of Object.entries(stats.commitResolutions)) series.push(['pg_lifeline_commit_resolutions_total', { outcome }, n]);
+  for (const [event, n] of Object.entries(stats.monitor)) series.push(['pg_lifeline_monitor_total', { event }, n]);
   return series;
 }
 

@@ -1,6 +1,7 @@
 import { sqlStateOf } from '../errors.js';
 import { classifyFailure } from '../postgres/classify.js';
 import type { ServerSettings } from './server-settings.js';
+import { SilentConnectionError, silenceSummary } from '../postgres/silence.js';
 
 /** Why a connection was lost, as far as the pool can tell at the moment it happened. */
 export type LossCause =
@@ -61,6 +62,13 @@ function explain(error: unknown, facts: DiagnosisFacts): [LossCause, string, str
   const code = (error as { code?: unknown } | null)?.code;
   if (code === 'PGL_CLIENT_RELEASED') return ['client-released', 'the app used a client after releasing it', 'keep each use between connect() and release(), or use pool.withClient'];
   if (code === 'PGL_POOL_ENDED') return ['pool-ended', 'the pool had been ended', 'stop using the pool before calling end()'];
+  if (error instanceof SilentConnectionError) {
+    return [
+      'network',
+      silenceSummary(error.verdict, error.silentMillis, facts.host ?? 'the server'),
+      'nothing in the app if it is rare (the pool cut the connection off and reconnects); if it repeats, check the network path to the server',
+    ];
+  }
   const state = sqlStateOf(error);
   if (state === '57P05') {
     const limit = server?.idleSessionTimeoutMillis;

@@ -56,6 +56,7 @@ export const STAT_METRICS: readonly StatMetric[] = [
   // Only kinds seen so far: a kind's series starts with its first retry. Their sum is `retries`.
   { name: 'retries', kind: 'counter', unit: '{retry}', label: 'kind', help: 'Statements and transactions tried again, by the kind of failure.', read: (s) => s.retriesByKind },
   { name: 'commit_resolutions', kind: 'counter', unit: '{transaction}', label: 'outcome', help: 'Connections lost during COMMIT, by what the pool then found out.', read: (s) => s.commitResolutions },
+  { name: 'monitor', kind: 'counter', unit: '{event}', label: 'event', help: 'The monitor of silent statements in flight: checks, checks unanswered, connections cut off, hosts declared down.', read: (s) => s.monitor },
 ];
 
 /** The acquire wait histogram, fed by the pool's `checkout` event. */

@@ -276,6 +276,12 @@ export class PgConnection extends PooledResource {
     if (error instanceof Error && sqlStateOf(error) !== undefined) this.#serverWord ??= error;
   }
 
+  /** Records `error` as the cause of death and cuts the socket: its reply will never come. */
+  cutOff(error: Error): void {
+    this.#die(error);
+    destroySocket(this.client);
+  }
+
   /** Cuts the socket now (shutdown deadline, or a connection still opening). */
   destroy(): void {
     destroySocket(this.client);

@@ -140,3 +140,23 @@ export function sendCancelRequest(client: pg.Client): Promise<void> {
     socket.write(message);
   });
 }
+
+interface SocketInternals {
+  connection?: { stream?: { bytesRead?: number } };
+  processID?: number | null;
+}
+
+/**
+ * Bytes read so far from the client's socket, or undefined if it cannot be told (pg-native).
+ * Reading the counter costs nothing, so the maintenance loop can watch every statement in flight.
+ */
+export function socketBytesRead(client: pg.Client): number | undefined {
+  const read = (client as unknown as SocketInternals).connection?.stream?.bytesRead;
+  return typeof read === 'number' ? read : undefined;
+}
+
+/** The backend pid from the server's BackendKeyData; a pooler such as PgBouncer invents its own. */
+export function protocolPid(client: pg.Client): number | undefined {
+  const pid = (client as unknown as SocketInternals).processID;
+  return typeof pid === 'number' ? pid : undefined;
+}

@@ -2,9 +2,10 @@ import type { ResolvedConfig } from '../config.js';
 import { now, type ResourcePool } from '../core/resource-pool.js';
 import type { EvictionReason } from '../stats.js';
 import type { PgConnection } from './connection.js';
+import { InFlightMonitor, type MonitorOwner } from './monitor.js';
 
 /** What the maintenance loop works on. */
-export interface MaintainedPool {
+export interface MaintainedPool extends MonitorOwner {
   readonly core: ResourcePool<PgConnection>;
   validate(connection: PgConnection): Promise<boolean>;
   evict(connection: PgConnection, reason: EvictionReason, error: unknown): void;
@@ -33,17 +34,19 @@ export class Maintenance {
   #stopped = false;
   #lastMonotonic = now();
   #lastWall = Date.now();
+  readonly #monitor: InFlightMonitor;
 
   constructor(pool: MaintainedPool, config: ResolvedConfig) {
     this.#pool = pool;
     this.#config = config;
+    this.#monitor = new InFlightMonitor(config, pool);
     this.#tickMillis = this.#currentTick();
   }
 
   // A quarter of the shortest deadline keeps each one late by at most a quarter. The keepalive
   // interval can be tuned down at any time, so this is worked out again for every tick.
   #currentTick(): number {
-    const deadlines = [this.#pool.idleTimeoutMillis, this.#pool.keepaliveMillis, this.#config.maxLifetimeMillis].filter((d) => d > 0);
+    const deadlines = [this.#pool.idleTimeoutMillis, this.#pool.keepaliveMillis, this.#config.maxLifetimeMillis, this.#config.monitorGraceMillis].filter((d) => d > 0);
     return Math.min(MAX_TICK_MILLIS, Math.max(MIN_TICK_MILLIS, Math.min(...deadlines, Infinity) / 4));
   }
 
@@ -76,6 +79,7 @@ export class Maintenance {
 
   stop(): void {
     this.#stopped = true;
+    this.#monitor.stop();
     clearTimeout(this.#timer);
     this.#timer = undefined;
   }
@@ -99,6 +103,8 @@ export class Maintenance {
         });
       }
     }
+    // Silent statements in flight, checked from this same tick: no timer per statement.
+    this.#monitor.tick(t);
     core.warm();
   }
 

@@ -6,6 +6,8 @@ interface Lane {
   to: Socket | null;
   queue: Array<{ at: number; chunk: Buffer | null }>; // null = the sender closed: end `to`
   timer: NodeJS.Timeout | null;
+  /** Dark for good (darkenExisting): drops everything, never closes, never heals. */
+  dark?: boolean;
 }
 
 interface Pair {
@@ -67,6 +69,17 @@ export class FaultProxy {
     this.#blackholed = true;
     clearTimeout(this.#blackholeTimer);
     if (ms !== undefined) this.#blackholeTimer = setTimeout(() => this.#heal(), ms).unref();
+  }
+
+  /**
+   * Drops all traffic of the connections open now, for good, without closing them, while new
+   * connections pass: a path that went dark while the server stays reachable.
+   */
+  darkenExisting(): void {
+    for (const pair of this.#pairs) {
+      pair.up.dark = true;
+      pair.down.dark = true;
+    }
   }
 
   resetAll(): void {
@@ -155,7 +168,7 @@ export class FaultProxy {
   }
 
   #send(lane: Lane, chunk: Buffer | null): void {
-    if (this.#blackholed || !lane.to) {
+    if (this.#blackholed || lane.dark === true || !lane.to) {
       this.#droppedBytes += chunk?.length ?? 0;
       return;
     }
@@ -199,7 +212,7 @@ export class FaultProxy {
     this.#blackholed = false;
     clearTimeout(this.#blackholeTimer);
     for (const pair of this.#pairs) {
-      if (pair.upstream && (pair.client.destroyed || pair.upstream.destroyed)) this.#destroyPair(pair, true);
+      if (pair.up.dark !== true && pair.upstream && (pair.client.destroyed || pair.upstream.destroyed)) this.#destroyPair(pair, true);
     }
   }
 

@@ -1,0 +1,80 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { ConnectionLostError, OutcomeUnknownError, Pool, type PoolOptions } from '../src/index.js';
+import { PgCluster } from './harness/cluster.js';
+import { FaultProxy } from './harness/proxy.js';
+import { waitFor } from './harness/wait.js';
+
+let cluster: PgCluster;
+before(async () => {
+  cluster = await PgCluster.start();
+});
+after(async () => {
+  await cluster.destroy();
+});
+
+// Default monitoring options throughout: the point is that they bound a dead network by themselves.
+function proxiedPool(proxy: FaultProxy, options: PoolOptions = {}): Pool {
+  return new Pool({ ...cluster.clientConfig(), host: proxy.host, port: proxy.port, ...options });
+}
+
+describe('statements in flight on a dead network', () => {
+  test('a blackhole: every statement settles, the host is declared down, idempotent reads succeed after', async () => {
+    const proxy = await FaultProxy.start(cluster.clientConfig());
+    const pool = proxiedPool(proxy, { max: 4 });
+    const downs: unknown[] = [];
+    pool.on('hostDown', (event) => downs.push(event));
+    try {
+      await Promise.all(Array.from({ length: 4 }, () => pool.query('SELECT 1')));
+      const started = pool.query('SELECT pg_sleep(0.3)');
+      const writes = Array.from({ length: 3 }, () => pool.query('SELECT pg_sleep(0.3), 1 AS n').then(() => 'settled', (error: unknown) => error));
+      proxy.blackhole();
+      const first = await started.then(() => 'settled', (error: unknown) => error);
+      assert.ok(first instanceof OutcomeUnknownError, `expected OutcomeUnknownError, got ${String(first)}`);
+      assert.match(first.diagnosis.summary, /did not answer a monitor connection/);
+      // Each settles: cut off in flight (unknown), or never sent (not applied), or run after all.
+      for (const outcome of await Promise.all(writes)) assert.ok(outcome === 'settled' || outcome instanceof ConnectionLostError, String(outcome));
+      assert.equal(downs.length >= 1, true);
+      assert.ok(pool.stats().monitor.hostsDown >= 1);
+      const read = pool.query<{ n: number }>({ text: 'SELECT 42 AS n', idempotent: true } as never);
+      proxy.passThrough();
+      assert.equal((await read).rows[0]?.n, 42);
+    } finally {
+      await pool.end();
+      await proxy.close();
+    }
+  });
+
+  test('a path gone dark while the server stays reachable: the lost reply is found through the monitor', async () => {
+    const proxy = await FaultProxy.start(cluster.clientConfig());
+    const pool = proxiedPool(proxy, { max: 1 });
+    try {
+      await pool.query('SELECT 1');
+      const pending = pool.query('SELECT pg_sleep(0.5)').then(() => 'settled', (error: unknown) => error);
+      await waitFor('the statement to be in flight', () => pool.idleCount === 0);
+      proxy.darkenExisting();
+      const outcome = await pending;
+      assert.ok(outcome instanceof OutcomeUnknownError, `expected OutcomeUnknownError, got ${String(outcome)}`);
+      assert.match(outcome.diagnosis.summary, /reply never arrived|no longer has that backend/);
+      assert.equal(pool.stats().monitor.hostsDown, 0);
+      assert.equal((await pool.query('SELECT 7 AS n')).rows[0]?.n, 7);
+    } finally {
+      await pool.end();
+      await proxy.close();
+    }
+  });
+
+  test('long statements on a healthy network are never interrupted', async () => {
+    // 15 s is past the detection bound in force (2 s grace + 10 s detection): a monitor that would
+    // ever cut a healthy slow statement off would have done so by then. Two run side by side.
+    const pool = new Pool({ ...cluster.clientConfig(), max: 2 });
+    try {
+      const results = await Promise.all([pool.query('SELECT pg_sleep(15), 1 AS n'), pool.query('SELECT pg_sleep(15), 2 AS n')]);
+      assert.deepEqual(results.map((r) => r.rows[0]?.n), [1, 2]);
+      assert.ok(pool.stats().monitor.checks > 0, 'the monitor looked at them');
+      assert.equal(pool.stats().monitor.cutOff, 0);
+    } finally {
+      await pool.end();
+    }
+  });
+});
