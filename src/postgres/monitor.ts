@@ -76,8 +76,11 @@ export class InFlightMonitor {
       }
     }
     for (const connection of this.#watches.keys()) if (!seen.has(connection)) this.#watches.delete(connection);
+    // A host's monitor stays open while any of its statements is watched: a long query is a suspect
+    // again each grace period, and logging in anew for every check would cost more than the check.
+    const watched = new Set([...this.#watches.keys()].map((connection) => connection.target.key));
     for (const [key, host] of this.#hosts) {
-      if (!suspects.has(key) && !host.busy) {
+      if (!suspects.has(key) && !watched.has(key) && !host.busy) {
         host.close();
         this.#hosts.delete(key);
       }
