@@ -128,7 +128,13 @@ export class Pool extends PgPool {
       await listener.close();
       throw error;
     }
-    options?.signal?.addEventListener('abort', () => void listener.close(), { once: true });
+    const signal = options?.signal;
+    if (signal !== undefined) {
+      // Aborting later closes the listener; closing first must not leave the handler on a long-lived signal.
+      const onAbort = (): void => void listener.close();
+      signal.addEventListener('abort', onAbort, { once: true });
+      listener.once('close', () => signal.removeEventListener('abort', onAbort));
+    }
     return listener;
   }
 
