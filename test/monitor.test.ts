@@ -21,13 +21,18 @@ function proxiedPool(proxy: FaultProxy, options: PoolOptions = {}): Pool {
 describe('statements in flight on a dead network', () => {
   test('a blackhole: every statement settles, the host is declared down, idempotent reads succeed after', async () => {
     const proxy = await FaultProxy.start(cluster.clientConfig());
-    const pool = proxiedPool(proxy, { max: 4 });
+    const app = 'monitor-blackhole';
+    const pool = proxiedPool(proxy, { max: 4, application_name: app });
     const downs: unknown[] = [];
     pool.on('hostDown', (event) => downs.push(event));
     try {
-      await Promise.all(Array.from({ length: 4 }, () => pool.query('SELECT 1')));
-      const started = pool.query('SELECT pg_sleep(0.3)');
-      const writes = Array.from({ length: 3 }, () => pool.query('SELECT pg_sleep(0.3), 1 AS n').then(() => 'settled', (error: unknown) => error));
+      // Four open connections first, so no statement below waits on a connect that the blackhole would swallow.
+      const held = await Promise.all(Array.from({ length: 4 }, () => pool.connect()));
+      for (const client of held) client.release();
+      const started = pool.query('SELECT pg_sleep(2)');
+      const writes = Array.from({ length: 3 }, () => pool.query('SELECT pg_sleep(2), 1 AS n').then(() => 'settled', (error: unknown) => error));
+      await waitFor('all four statements running on the server', async () =>
+        (await cluster.query(`SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND state = 'active'`, [app])).length === 4);
       proxy.blackhole();
       const first = await started.then(() => 'settled', (error: unknown) => error);
       assert.ok(first instanceof OutcomeUnknownError, `expected OutcomeUnknownError, got ${String(first)}`);
