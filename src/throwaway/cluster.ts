@@ -1,12 +1,13 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { appendFile, chmod, chown, copyFile, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, copyFile, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import * as pg from 'pg';
-import { copyTree, postgresOwner, runTool, template, toolCommand } from './pgbin.js';
+import { copyTree, HARNESS_PASSWORD, MD5_ROLE, postgresOwner, runTool, template, toolCommand } from './pgbin.js';
 import type { Owner } from './pgbin.js';
+import { testCertificates } from './tls.js';
 import { waitFor } from './wait.js';
 import { onProcessExit } from './exit-hooks.js';
 
@@ -15,14 +16,31 @@ const HARNESS_APP = 'pg-lifeline-harness';
 const SETTING_NAME = /^[A-Za-z_][A-Za-z0-9_.]*$/;
 const PORT_ATTEMPTS = 5;
 
+/** How a throwaway server authenticates TCP connections (the unix socket is always `trust`). */
+export type ClusterAuth = 'scram-sha-256' | 'md5' | 'password' | 'trust';
+
 export interface ClusterOptions {
   /** Extra postgresql.conf lines, e.g. `{ idle_session_timeout: '1s', max_connections: 20 }`. */
   settings?: Record<string, string | number | boolean>;
-  /** Turn on ssl=on with these files (copied into the data dir). */
+  /** Serve TLS with these files (copied into the data dir) instead of the harness's test CA's certificate. */
   ssl?: { certFile: string; keyFile: string };
-  /** Extra pg_hba.conf lines, appended after the template's (first match wins). */
+  /** TLS on (the default: a certificate signed by the harness's test CA), or off. */
+  tls?: boolean;
+  /** TCP authentication; scram-sha-256 by default, as PostgreSQL's own default. `trust` only for a test about it. */
+  auth?: ClusterAuth;
+  /** Extra pg_hba.conf lines, placed before the harness's (first match wins). */
   hba?: string[];
 }
+
+/** What a client needs to reach a throwaway server: its password, and with TLS on, the CA to verify it. */
+export type ClusterClientConfig = {
+  host: string;
+  port: number;
+  user: string;
+  database: string;
+  password: string;
+  ssl?: { ca: string };
+};
 
 /** Fills an empty data dir (owned by the postgres OS user when root) in place of the template copy. */
 export type DataDirFiller = (dataDir: string) => Promise<void>;
@@ -99,8 +117,13 @@ export class PgCluster {
   readonly host: string = '127.0.0.1';
   readonly user: string = 'postgres';
   readonly database: string = 'postgres';
+  /** The superuser's password (stored as a SCRAM secret). */
+  readonly password: string = HARNESS_PASSWORD;
+  /** A role with an md5-hashed password, and a pg_hba.conf line that asks it for md5. */
+  readonly md5Role: { readonly user: string; readonly password: string } = MD5_ROLE;
   readonly dataDir: string;
   #port = 0;
+  #tls: { ca: string; caFile: string } | undefined;
   #conf = '';
   #starting = false;
   #destroying: Promise<void> | undefined;
@@ -111,6 +134,16 @@ export class PgCluster {
 
   get port(): number {
     return this.#port;
+  }
+
+  /** The PEM of the CA that signed the server's certificate (undefined with TLS off or a custom certificate). */
+  get ca(): string | undefined {
+    return this.#tls?.ca;
+  }
+
+  /** The CA file, for `sslrootcert` (undefined with TLS off or a custom certificate). */
+  get caFile(): string | undefined {
+    return this.#tls?.caFile;
   }
 
   static async start(options: ClusterOptions = {}): Promise<PgCluster> {
@@ -174,10 +207,7 @@ export class PgCluster {
     const owner = await postgresOwner();
     if (owner) await chown(this.dataDir, owner.uid, owner.gid);
     await fill(this.dataDir, owner);
-    if (options.hba?.length) {
-      // Appending keeps the file's owner and mode.
-      await appendFile(path.join(this.dataDir, 'pg_hba.conf'), `\n# pg-lifeline harness\n${options.hba.join('\n')}\n`);
-    }
+    await this.#writeHba(options);
     const settings: Record<string, string | number | boolean> = {
       unix_socket_directories: this.dataDir,
       listen_addresses: '127.0.0.1',
@@ -188,14 +218,38 @@ export class PgCluster {
       max_connections: 100,
       logging_collector: false,
     };
-    if (options.ssl) {
-      await PgCluster.#installSsl(this.dataDir, options.ssl);
+    let ssl = options.ssl;
+    if (!ssl && options.tls !== false) {
+      const certificates = await testCertificates();
+      this.#tls = { ca: certificates.ca, caFile: certificates.caFile };
+      ssl = certificates;
+    }
+    if (ssl) {
+      await PgCluster.#installSsl(this.dataDir, ssl);
       Object.assign(settings, { ssl: true, ssl_cert_file: 'server.crt', ssl_key_file: 'server.key' });
     }
     Object.assign(settings, options.settings);
     const lines = Object.entries(settings).map(([name, value]) => `${checkName(name)} = ${confValue(value)}`);
     const base = await readFile(path.join(this.dataDir, 'postgresql.conf'), 'utf8');
     this.#conf = `${base}\n# pg-lifeline harness\n${lines.join('\n')}\n`;
+  }
+
+  /** The whole file, so a data dir copied from another cluster (pg_basebackup) gets this cluster's rules. */
+  async #writeHba(options: ClusterOptions): Promise<void> {
+    const auth = options.auth ?? 'scram-sha-256';
+    const lines = [
+      'local all all trust',
+      ...(options.hba ?? []),
+      ...['127.0.0.1/32', '::1/128'].flatMap((net) => [
+        `host all ${MD5_ROLE.user} ${net} ${auth === 'trust' ? 'trust' : 'md5'}`,
+        `host all all ${net} ${auth}`,
+        `host replication all ${net} ${auth}`,
+      ]),
+    ];
+    const file = path.join(this.dataDir, 'pg_hba.conf');
+    await writeFile(file, `# pg-lifeline harness\n${lines.join('\n')}\n`, { mode: 0o600 });
+    const owner = await postgresOwner();
+    if (owner) await chown(file, owner.uid, owner.gid);
   }
 
   static async #installSsl(dataDir: string, ssl: { certFile: string; keyFile: string }): Promise<void> {
@@ -246,12 +300,17 @@ export class PgCluster {
     }
   }
 
+  /** A URL with the password, and with TLS on, `sslmode=verify-full` against the test CA. */
   connectionString(database: string = this.database): string {
-    return `postgres://${this.user}@${this.host}:${this.port}/${encodeURIComponent(database)}`;
+    const url = `postgres://${this.user}:${encodeURIComponent(this.password)}@${this.host}:${this.port}/${encodeURIComponent(database)}`;
+    return this.#tls ? `${url}?sslmode=verify-full&sslrootcert=${encodeURIComponent(this.#tls.caFile)}` : url;
   }
 
-  clientConfig(): { host: string; port: number; user: string; database: string } {
-    return { host: this.host, port: this.port, user: this.user, database: this.database };
+  /** Options for pg.Client or a pool: the password, and with TLS on, `ssl: { ca }` (verified). */
+  clientConfig(): ClusterClientConfig {
+    const config: ClusterClientConfig = { host: this.host, port: this.port, user: this.user, database: this.database, password: this.password };
+    if (this.#tls) config.ssl = { ca: this.#tls.ca };
+    return config;
   }
 
   async #withAdmin<T>(fn: (client: pg.Client) => Promise<T>): Promise<T> {

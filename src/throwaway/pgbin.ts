@@ -2,7 +2,7 @@
 // initdb template that every PgCluster copies.
 import { execFile, execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chown, copyFile, mkdir, mkdtemp, readdir, rename, rm } from 'node:fs/promises';
+import { chown, copyFile, mkdir, mkdtemp, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -10,7 +10,7 @@ import { promisify } from 'node:util';
 const execFileAsync = promisify(execFile);
 
 /** Part of the cached template's name: bump it whenever the initdb arguments change. */
-const TEMPLATE_FORMAT = 2;
+const TEMPLATE_FORMAT = 3;
 
 // PostgreSQL refuses to run as root, so a root runner drives the server as the `postgres` OS user.
 const isRoot = process.getuid?.() === 0;
@@ -42,12 +42,18 @@ export function toolCommand(tool: string, args: string[]): [string, string[]] {
   return isRoot ? ['runuser', ['-u', 'postgres', '--', bin, ...args]] : [bin, args];
 }
 
-export async function runTool(tool: string, args: string[]): Promise<string> {
+export async function runTool(tool: string, args: string[], input?: string): Promise<string> {
   const [cmd, argv] = toolCommand(tool, args);
   // cwd: the postgres user may not be allowed into the runner's working directory.
-  const { stdout } = await execFileAsync(cmd, argv, { cwd: os.tmpdir(), maxBuffer: 16 * 1024 * 1024 });
-  return stdout;
+  const running = execFileAsync(cmd, argv, { cwd: os.tmpdir(), maxBuffer: 16 * 1024 * 1024 });
+  if (input !== undefined) running.child.stdin?.end(input);
+  return (await running).stdout;
 }
+
+/** The superuser's password in every throwaway server: they listen on 127.0.0.1 only and hold no data. */
+export const HARNESS_PASSWORD = 'lifeline-test-pw';
+/** A role whose password is stored as an md5 hash, for the md5 authentication path. */
+export const MD5_ROLE = Object.freeze({ user: 'lifeline_md5', password: 'lifeline-md5-pw' });
 
 async function ownedTempDir(prefix: string): Promise<string> {
   const dir = await mkdtemp(path.join(os.tmpdir(), prefix));
@@ -72,13 +78,23 @@ export function template(): Promise<string> {
 
     const building = await ownedTempDir(`pg-lifeline-template-${major}.tmp-`);
     try {
-      // 1 MB WAL segments instead of 16 MB: every cluster start copies this directory.
+      // Outside `building`: initdb wants an empty dir. Readable by the postgres user that runs initdb.
+      const pwfile = `${building}.pwfile`;
+      await writeFile(pwfile, `${HARNESS_PASSWORD}\n`, { mode: 0o644 });
+      // 1 MB WAL segments instead of 16 MB: every cluster start copies this directory. Each cluster
+      // writes its own pg_hba.conf, so initdb's -A only matters for the unix socket.
       await runTool('initdb', [
-        '-D', building, '-A', 'trust', '-U', 'postgres', '--no-sync', '-E', 'UTF8', '--locale=C', '--wal-segsize=1',
+        '-D', building, '-A', 'trust', '-U', 'postgres', `--pwfile=${pwfile}`, '--no-sync', '-E', 'UTF8', '--locale=C', '--wal-segsize=1',
       ]);
+      await rm(pwfile, { force: true });
+      // Single-user mode: no server to start, and the role is in the template for every cluster.
+      const escaped = MD5_ROLE.password.replace(/'/g, "''");
+      await runTool('postgres', ['--single', '-D', building, 'postgres'],
+        `SET password_encryption = 'md5';\nCREATE ROLE ${MD5_ROLE.user} LOGIN PASSWORD '${escaped}';\n`);
       await rename(building, dir);
     } catch (error) {
       await rm(building, { recursive: true, force: true });
+      await rm(`${building}.pwfile`, { force: true });
       // Losing the rename race is fine: another process put a complete template in place.
       if (!existsSync(path.join(dir, 'PG_VERSION'))) throw error;
     }

@@ -8,7 +8,7 @@ import { createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
-import { postgresOwner } from './pgbin.js';
+import { HARNESS_PASSWORD, postgresOwner } from './pgbin.js';
 import { waitFor } from './wait.js';
 import { onProcessExit } from './exit-hooks.js';
 
@@ -149,7 +149,8 @@ export class Bouncer {
     try {
       const owner = await postgresOwner();
       if (owner) await chown(bouncer.dir, owner.uid, owner.gid);
-      await bouncer.#writeFile('userlist.txt', '"postgres" ""\n');
+      // The server asks for a password (SCRAM): PgBouncer logs in with the one in its auth_file.
+      await bouncer.#writeFile('userlist.txt', `"postgres" "${HARNESS_PASSWORD}"\n`);
       for (let attempt = 1; ; attempt++) {
         bouncer.#port = await freePort();
         try {
