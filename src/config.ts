@@ -325,10 +325,13 @@ function resolveRetry(retry: RetryOptions | false | undefined, max: number): Res
   });
 }
 
-// Like pg.Pool: `pool.options.password` stays readable but does not show up when the options are
-// logged. The pool itself uses ResolvedConfig.password, never this copy.
+// Like pg.Pool: `pool.options.password` and the TLS private key stay readable but do not show up
+// when the options are logged. The pool itself uses ResolvedConfig.password, never this copy; pg
+// reads `ssl.key` by name, so hiding it keeps client certificates working.
 function hideSecrets<T extends PoolOptions>(options: T, password: PoolOptions['password']): T {
   if (password !== undefined) Object.defineProperty(options, 'password', { enumerable: false, value: password });
+  const ssl: unknown = options.ssl;
+  if (typeof ssl === 'object' && ssl !== null && 'key' in ssl && ssl.key) Object.defineProperty(ssl, 'key', { enumerable: false });
   return options;
 }
 

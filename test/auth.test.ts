@@ -99,8 +99,9 @@ function assertWrongPassword(impl: Impl, error: Error, wrong: string): void {
 function assertCertificateError(impl: Impl, error: Error): void {
   const cause = inner(impl, error);
   assert.ok(CERT_CODES.includes(cause.code ?? ''), `a certificate error code, got ${inspect(cause)}`);
-  // pg-lifeline's own message carries Node's reason, which names the certificate.
+  // Node's reason names the certificate; pg-lifeline adds what to do about it.
   assert.match(error.message, /certificate/i);
+  if (error instanceof ConnectFailedError) assert.match(error.message, /TLS failed.*ssl\.ca, or sslrootcert/);
 }
 
 const LOGINS: { name: string; login: (c: PgCluster) => Login }[] = [

@@ -27,7 +27,7 @@ async function failover(order: 'promote-then-stop' | 'stop-then-promote'): Promi
   await set.primary.query('CREATE TABLE acked (id uuid PRIMARY KEY)');
   await set.waitForReplay();
   const pool = new Pool({
-    connectionString: `postgres://postgres@127.0.0.1:${set.primary.port},127.0.0.1:${set.standby.port}/postgres?target_session_attrs=read-write`,
+    connectionString: `postgres://postgres:${set.primary.password}@127.0.0.1:${set.primary.port},127.0.0.1:${set.standby.port}/postgres?target_session_attrs=read-write&sslmode=verify-full&sslrootcert=${encodeURIComponent(set.primary.caFile ?? '')}`,
     max: 10,
     query_timeout: 2000,
     hostRecheckMillis: 500,

@@ -12,7 +12,7 @@ let second: PgCluster;
 let replicas: ReplicaSet;
 before(async () => {
   [first, second, replicas] = await Promise.all([PgCluster.start(), PgCluster.start(), ReplicaSet.start()]);
-  await second.query('CREATE ROLE only_second LOGIN');
+  await second.query(`CREATE ROLE only_second LOGIN PASSWORD 'second-pw'`);
 });
 after(() => Promise.all([first?.destroy(), second?.destroy(), replicas?.destroy()]));
 
@@ -21,8 +21,17 @@ async function portOf(pool: Pool): Promise<number> {
   return Number((await pool.query("SELECT current_setting('port') AS port")).rows[0]?.port);
 }
 
+/**
+ * A URL as an app writes it: the password in it, and TLS verified against the test CA (every harness
+ * server shares both). As in pg, a `password` option next to a URL would be ignored.
+ */
+function secure(url: string): string {
+  const withPassword = url.replace('postgres://postgres@', `postgres://postgres:${first.password}@`);
+  return `${withPassword}${url.includes('?') ? '&' : '?'}sslmode=verify-full&sslrootcert=${encodeURIComponent(first.caFile ?? '')}`;
+}
+
 async function withPool<T>(options: PoolOptions, fn: (pool: Pool) => Promise<T>): Promise<T> {
-  const pool = new Pool({ user: 'postgres', database: 'postgres', ...options });
+  const pool = new Pool({ user: 'postgres', database: 'postgres', ...options, ...(options.connectionString?.startsWith('postgres://') ? { connectionString: secure(options.connectionString) } : {}) });
   try {
     return await fn(pool);
   } finally {
@@ -73,9 +82,9 @@ describe('host lists', () => {
 
   test("libpq's keyword/value form, the hosts option, and host/port lists all work", async () => {
     const forms: PoolOptions[] = [
-      { connectionString: `host=127.0.0.1,127.0.0.1 port=${first.port},${second.port} user=postgres dbname=postgres application_name='key value'` },
-      { hosts: [{ host: '127.0.0.1', port: first.port }, { host: '127.0.0.1', port: second.port }] },
-      { host: '127.0.0.1,127.0.0.1', port: `${first.port},${second.port}` as unknown as number },
+      { connectionString: `host=127.0.0.1,127.0.0.1 port=${first.port},${second.port} user=postgres password=${first.password} dbname=postgres application_name='key value' sslmode=verify-full sslrootcert=${first.caFile}` },
+      { hosts: [{ host: '127.0.0.1', port: first.port }, { host: '127.0.0.1', port: second.port }], password: first.password, ssl: { ca: first.ca } },
+      { host: '127.0.0.1,127.0.0.1', port: `${first.port},${second.port}` as unknown as number, password: first.password, ssl: { ca: first.ca } },
     ];
     for (const options of forms) {
       await withPool(options, async (pool) => assert.equal(await portOf(pool), first.port, JSON.stringify(options)));
@@ -97,11 +106,12 @@ describe('host lists', () => {
 
   test('an authentication error stops the search instead of moving on to the next host', async () => {
     // The role exists only on the second server: libpq's rule is to stop, not to shop for a host that lets you in.
-    const url = `postgres://only_second@127.0.0.1:${first.port},127.0.0.1:${second.port}/postgres`;
+    // Under password auth the first server does not say the role is missing, only that the password failed.
+    const url = `postgres://only_second:second-pw@127.0.0.1:${first.port},127.0.0.1:${second.port}/postgres`;
     await withPool({ connectionString: url }, async (pool) => {
       const error = await pool.query('SELECT 1').then(() => assert.fail('should fail'), (e: unknown) => e);
       assert.ok(error instanceof ConnectFailedError, String(error));
-      assert.equal(error.sqlState, '28000');
+      assert.equal(error.sqlState, '28P01');
     });
   });
 

@@ -14,7 +14,7 @@ import { waitFor } from './harness/wait.js';
 let cluster: PgCluster;
 before(async () => {
   cluster = await PgCluster.start({ settings: { max_connections: 6, superuser_reserved_connections: 1 } });
-  await cluster.query('CREATE ROLE app LOGIN');
+  await cluster.query(`CREATE ROLE app LOGIN PASSWORD '${cluster.password}'`);
 });
 after(() => cluster.destroy());
 

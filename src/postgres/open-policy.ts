@@ -33,10 +33,13 @@ export function openRetryCapMillis(error: unknown): number {
 export function fatalOpenError(error: unknown): ConnectFailedError | CredentialProviderError {
   // Already names the provider and its cause.
   if (error instanceof CredentialProviderError) return error;
-  return new ConnectFailedError(
-    error,
-    isPermanentConnectError(error)
-      ? 'Retrying will not help: check the user, password, database name and TLS settings.'
-      : 'The onConnect or verify hook, or the connection settings, rejected the connection.',
-  );
+  return new ConnectFailedError(error, advice(error));
+}
+
+function advice(error: unknown): string {
+  if (!isPermanentConnectError(error)) return 'The onConnect or verify hook, or the connection settings, rejected the connection.';
+  if (classifyFailure(error) === 'tls') {
+    return "TLS failed, so retrying will not help: pass the CA that signed the server's certificate (ssl.ca, or sslrootcert in the URL), connect by a name the certificate lists, or run pg-lifeline doctor.";
+  }
+  return 'Retrying will not help: check the user, password, database name and TLS settings.';
 }

@@ -8,12 +8,9 @@
  *   CHAOS_RAW_DIR=dir (keep every worker's raw JSON report)
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
-import { promisify } from 'node:util';
 import { after, before, describe, test, type TestContext } from 'node:test';
 import { PgCluster } from '../harness/cluster.js';
 import { FaultProxy } from '../harness/proxy.js';
@@ -36,27 +33,22 @@ const SETTINGS = { max_connections: 100, synchronous_commit: true };
 interface Target {
   cluster: PgCluster;
   proxy: FaultProxy;
-  ssl: boolean;
 }
 
 let plain: Target | undefined;
 let tls: Target | undefined;
-let certDir: string | undefined;
 const results: ScenarioResult[] = [];
 const suiteStart = Date.now();
 
+// Both ask for a SCRAM password; the TLS one is verified against the harness's test CA.
 async function startTls(): Promise<Target> {
-  certDir = await mkdtemp(path.join(os.tmpdir(), 'pg-lifeline-chaos-cert-'));
-  const keyFile = path.join(certDir, 'key.pem');
-  const certFile = path.join(certDir, 'cert.pem');
-  await promisify(execFile)('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', keyFile, '-out', certFile, '-days', '2', '-subj', '/CN=localhost']);
-  const cluster = await PgCluster.start({ settings: SETTINGS, ssl: { certFile, keyFile } });
-  return { cluster, proxy: await FaultProxy.start(cluster), ssl: true };
+  const cluster = await PgCluster.start({ settings: SETTINGS });
+  return { cluster, proxy: await FaultProxy.start(cluster) };
 }
 
 async function startPlain(): Promise<Target> {
-  const cluster = await PgCluster.start({ settings: SETTINGS });
-  return { cluster, proxy: await FaultProxy.start(cluster), ssl: false };
+  const cluster = await PgCluster.start({ settings: SETTINGS, tls: false });
+  return { cluster, proxy: await FaultProxy.start(cluster) };
 }
 
 /** Back to a healthy server and proxy, whatever the fault script left behind. */
@@ -80,7 +72,7 @@ async function runScenario(scenario: Scenario): Promise<ScenarioResult> {
   await resetSchema(cluster);
 
   const durationMs = DURATION_MS + (scenario.tailMs ?? 0);
-  const conn = { host: proxy.host, port: proxy.port, user: cluster.user, database: cluster.database, ...(target.ssl ? { ssl: { rejectUnauthorized: false } } : {}) };
+  const conn = { ...cluster.clientConfig(), host: proxy.host, port: proxy.port };
   let workers: RunningWorker[] = [];
   let startedAt = 0;
   const ctx: FaultContext = {
@@ -185,7 +177,6 @@ describe('chaos', { concurrency: false }, () => {
       await target?.proxy.close();
       await target?.cluster.destroy();
     }
-    if (certDir) await rm(certDir, { recursive: true, force: true });
   });
 
   for (const scenario of SCENARIOS) {
