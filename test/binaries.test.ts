@@ -78,7 +78,7 @@ test('without pg_config on PATH the install folders (or the npm package) are sti
     await symlink(process.execPath, path.join(bin, 'node'));
     const run = await child(
       ['--input-type=module', '-e', `import { findServerBinaries } from './src/throwaway/binaries.ts'; console.log(JSON.stringify(findServerBinaries()));`],
-      { PATH: bin, PG_BIN: '', PG_LIFELINE_EMBEDDED: '' },
+      { PATH: `${bin}:/usr/sbin:/sbin`, PG_BIN: '', PG_LIFELINE_EMBEDDED: '' }, // sbin: runuser
     );
     assert.equal(run.code, 0, run.stderr);
     const found = JSON.parse(run.stdout) as { dir: string; source: string };

