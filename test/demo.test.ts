@@ -70,7 +70,7 @@ test('the demo runs both libraries through every fault and prints the table', ()
   assert.ok(existsSync(reportFile));
 });
 
-test('the report renders in headless Chromium', { skip: existsSync(CHROMIUM) ? false : `${CHROMIUM} is missing (.ci/run installs it)` }, async () => {
+test('the report renders in headless Chromium', { skip: existsSync(CHROMIUM) ? false : `${CHROMIUM} is missing. Fix: apt-get install chromium (or run .ci/run)` }, async () => {
   const { chromium } = await import('playwright-core');
   const profile = await mkdtemp(path.join(os.tmpdir(), 'pg-lifeline-chromium-'));
   const browser = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true });

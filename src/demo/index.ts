@@ -10,7 +10,8 @@ import { killAllWorkers, Supervisor } from './children.js';
 import { playFaults, type FaultContext } from './faults.js';
 import { renderHtml } from './html.js';
 import { ID_PREFIX, LABEL, LIBS, type DemoResult, type FaultWindow, type WorkerConfig } from './model.js';
-import { createTables, dropTables, NO_SERVER_HELP, serverBinaries, startThrowaway, urlTarget, type Target } from './server.js';
+import { findServerBinaries, ServerBinariesNotFoundError } from '../throwaway/binaries.js';
+import { createTables, dropTables, startThrowaway, urlTarget, type Target } from './server.js';
 import { summarize, textTable, topErrors } from './summary.js';
 import { runWorker, WORKER_ENV } from './worker.js';
 
@@ -65,9 +66,15 @@ export async function runDemo(argv: string[]): Promise<number> {
     process.stdout.write(DEMO_USAGE);
     return 0;
   }
-  if (!args.url && !serverBinaries()) {
-    process.stderr.write(NO_SERVER_HELP);
-    return 1;
+  if (!args.url) {
+    try {
+      findServerBinaries();
+    } catch (error) {
+      if (!(error instanceof ServerBinariesNotFoundError)) throw error;
+      const url = 'pg-lifeline demo --url postgres://user:password@host:5432/db';
+      process.stderr.write(`pg-lifeline demo: ${error.message}\nOr run against a server of yours: ${url}\n`);
+      return 1;
+    }
   }
   onProcessExit(killAllWorkers);
   const aborter = new AbortController();

@@ -1,29 +1,8 @@
 // The server the demo runs against (a throwaway cluster, or --url), its tables and the admin queries.
-import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import path from 'node:path';
 import * as pg from 'pg';
+import { findServerBinaries } from '../throwaway/binaries.js';
 import { PgCluster } from '../throwaway/cluster.js';
 import { TABLES } from './model.js';
-
-export const NO_SERVER_HELP = `pg-lifeline demo needs PostgreSQL server binaries (initdb, pg_ctl, postgres) to start a throwaway server.
-Install them:
-  Debian/Ubuntu:  apt-get install postgresql
-  macOS:          brew install postgresql
-or point PG_BIN at their directory, or run against a server of yours:
-  pg-lifeline demo --url postgres://user:password@host:5432/db
-`;
-
-/** The harness's lookup (PG_BIN, else pg_config --bindir), without throwing. */
-export function serverBinaries(): string | undefined {
-  let dir = process.env['PG_BIN'];
-  try {
-    dir ||= execFileSync('pg_config', ['--bindir'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
-  } catch {
-    return undefined;
-  }
-  return ['initdb', 'pg_ctl', 'postgres'].every((tool) => existsSync(path.join(dir, tool))) ? dir : undefined;
-}
 
 export interface Target {
   /** Where the workers' proxy points and admin connections go. */
@@ -39,7 +18,7 @@ export async function startThrowaway(): Promise<Target> {
   // The harness turns synchronous_commit off for speed; an acked commit could then vanish in the crash.
   const cluster = await PgCluster.start({ settings: { synchronous_commit: true } });
   const conn = cluster.clientConfig();
-  return { conn, cluster, describe: `throwaway PostgreSQL on 127.0.0.1:${cluster.port} (${cluster.dataDir})`, via: (host, port) => ({ ...conn, host, port }) };
+  return { conn, cluster, describe: `throwaway PostgreSQL on 127.0.0.1:${cluster.port} (${cluster.dataDir}; binaries: ${findServerBinaries().source})`, via: (host, port) => ({ ...conn, host, port }) };
 }
 
 export function urlTarget(url: string): Target {

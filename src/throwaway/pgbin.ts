@@ -1,11 +1,12 @@
 // Where the PostgreSQL server binaries are, how to run them as the right user, and the cached
 // initdb template that every PgCluster copies.
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { chown, copyFile, mkdir, mkdtemp, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { findServerBinaries } from './binaries.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -30,10 +31,9 @@ export function postgresOwner(): Promise<Owner | null> {
   return ownerPromise;
 }
 
-let binDirCache: string | undefined;
+/** Throws ServerBinariesNotFoundError when there are none; the lookup runs once per process. */
 function binDir(): string {
-  binDirCache ??= process.env['PG_BIN'] || execFileSync('pg_config', ['--bindir'], { encoding: 'utf8' }).trim();
-  return binDirCache;
+  return findServerBinaries().dir;
 }
 
 /** Command line for a PostgreSQL tool, run as the `postgres` OS user when we are root. */

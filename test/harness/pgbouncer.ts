@@ -143,7 +143,10 @@ export class Bouncer {
   }
 
   static async start(target: { host: string; port: number }, options: BouncerOptions): Promise<Bouncer> {
-    if (!pgbouncerBinary()) throw new Error('pgbouncer is not installed (run .ci/run, or set PGBOUNCER)');
+    if (!pgbouncerBinary()) {
+      const install = process.platform === 'darwin' ? 'brew install pgbouncer' : 'apt-get install pgbouncer';
+      throw new Error(`pgbouncer not found ($PGBOUNCER, PATH, /usr/sbin, /usr/local/sbin, /usr/local/bin). Fix: ${install} (or run .ci/run), or set PGBOUNCER to the binary`);
+    }
     const bouncer = new Bouncer(await mkdtemp(path.join(os.tmpdir(), 'pg-lifeline-bouncer-')), target, options);
     Bouncer.#track(bouncer); // in the same tick as mkdtemp, so the exit hook always knows the dir
     try {
