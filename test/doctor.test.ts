@@ -12,6 +12,7 @@ import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { PgCluster } from './harness/cluster.js';
+import { HARNESS_PASSWORD } from './harness/pgbin.js';
 import { Bouncer, pgbouncerBinary } from './harness/pgbouncer.js';
 import { FaultProxy } from './harness/proxy.js';
 
@@ -80,13 +81,14 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-let main: PgCluster; // trust for postgres; `app` needs its password; roles with short idle_session_timeouts
+let main: PgCluster; // no TLS (the loopback verdict); `app` has its own password; roles with short idle_session_timeouts
 let tls: PgCluster; // ssl = on with a self-signed certificate valid for 2 days
 let small: PgCluster; // max_connections = 10
 let tmp: string;
 let certFile: string;
-const url = (cluster: { host: string; port: number }, user = 'postgres', password?: string, db = 'postgres'): string =>
-  `postgres://${user}${password !== undefined ? `:${encodeURIComponent(password)}` : ''}@${cluster.host}:${cluster.port}/${db}`;
+// Every harness server (and role made here) has the harness password unless a test gives another.
+const url = (cluster: { host: string; port: number }, user = 'postgres', password = HARNESS_PASSWORD, db = 'postgres'): string =>
+  `postgres://${user}:${encodeURIComponent(password)}@${cluster.host}:${cluster.port}/${db}`;
 
 before(async () => {
   tmp = await mkdtemp(path.join(os.tmpdir(), 'pg-lifeline-doctor-'));
@@ -94,17 +96,14 @@ before(async () => {
   const keyFile = path.join(tmp, 'key.pem');
   await execFileAsync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', keyFile, '-out', certFile, '-days', '2', '-subj', '/CN=localhost']);
   [main, tls, small] = await Promise.all([
-    PgCluster.start(),
+    // `nobody` does not exist: only without a password does the server say so (28000), not that the password failed.
+    PgCluster.start({ tls: false, hba: ['host all nobody 127.0.0.1/32 trust'] }),
     PgCluster.start({ ssl: { certFile, keyFile } }),
-    PgCluster.start({ settings: { max_connections: 10 } }),
+    PgCluster.start({ settings: { max_connections: 10 }, tls: false }),
   ]);
   await main.query(`CREATE ROLE app LOGIN PASSWORD '${PASSWORD.replace(/'/g, "''")}'`);
-  await main.query("CREATE ROLE idle2 LOGIN; ALTER ROLE idle2 SET idle_session_timeout = '2s'");
-  await main.query("CREATE ROLE idle15 LOGIN; ALTER ROLE idle15 SET idle_session_timeout = '1500ms'");
-  // `app` must give its password: a line ahead of the template's trust lines (first match wins).
-  const hba = path.join(main.dataDir, 'pg_hba.conf');
-  await writeFile(hba, `host all app 127.0.0.1/32 scram-sha-256\n${await readFile(hba, 'utf8')}`);
-  await main.query('SELECT pg_reload_conf()');
+  await main.query(`CREATE ROLE idle2 LOGIN PASSWORD '${HARNESS_PASSWORD}'; ALTER ROLE idle2 SET idle_session_timeout = '2s'`);
+  await main.query(`CREATE ROLE idle15 LOGIN PASSWORD '${HARNESS_PASSWORD}'; ALTER ROLE idle15 SET idle_session_timeout = '1500ms'`);
 });
 
 after(async () => {

@@ -82,9 +82,12 @@ describe('statements', () => {
     // The proxy delays the server's goodbye, so the pool sends into a session the server has
     // already closed: the failure is 57P05, which proves the statement was never read.
     const proxy = await FaultProxy.start(cluster.clientConfig());
-    await cluster.setSetting('idle_session_timeout', '200ms');
     const { pool, app } = makePool({ host: proxy.host, port: proxy.port, max: 1, validationWindowMillis: 600_000, keepaliveIntervalMillis: 0 });
     try {
+      // The limit comes after the connect: a pool that knows it retires idle connections before the
+      // server ends them. The session picks it up with its next statement.
+      await pool.query('SELECT 1');
+      await cluster.setSetting('idle_session_timeout', '200ms');
       await pool.query('SELECT 1');
       proxy.latency(1500);
       await waitFor('the server to end the idle session', async () => (await cluster.backendPids(app)).length === 0);
