@@ -19,7 +19,8 @@ export function nodeBinary(version: string): string {
   return path.join(nodeCache, version, 'bin', 'node');
 }
 
-function fetchNode(version: string): string {
+/** Puts `version`'s `node` binary in the cache unless it is there; says which it did. */
+export function fetchNode(version: string): string {
   const target = nodeBinary(version);
   if (existsSync(target)) return `node ${version}: present`;
   const spec = `node-${process.platform}-${os.arch()}@${version}`;

@@ -1,12 +1,12 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { chmod, chown, copyFile, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
+import { existsSync, readFileSync } from 'node:fs';
+import { chmod, chown, copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import * as pg from 'pg';
 import { copyTree, HARNESS_PASSWORD, MD5_ROLE, postgresOwner, runTool, template, toolCommand } from './pgbin.js';
 import type { Owner } from './pgbin.js';
+import { fileSize, fileTail, freePort, removeSync, waitSync } from './ports-and-files.js';
 import { testCertificates } from './tls.js';
 import { waitFor } from './wait.js';
 import { onProcessExit } from './exit-hooks.js';
@@ -45,18 +45,6 @@ export type ClusterClientConfig = {
 /** Fills an empty data dir (owned by the postgres OS user when root) in place of the template copy. */
 export type DataDirFiller = (dataDir: string) => Promise<void>;
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', resolve);
-  });
-  const address = server.address();
-  await new Promise((resolve) => server.close(resolve));
-  if (address === null || typeof address === 'string') throw new Error('Could not pick a free port');
-  return address.port;
-}
-
 function confValue(value: string | number | boolean): string {
   if (typeof value === 'boolean') return value ? 'on' : 'off';
   if (typeof value === 'number') return String(value);
@@ -66,46 +54,6 @@ function confValue(value: string | number | boolean): string {
 function checkName(name: string): string {
   if (!SETTING_NAME.test(name)) throw new Error(`Invalid setting name: ${JSON.stringify(name)}`);
   return name;
-}
-
-async function fileTail(file: string, from = 0, maxBytes = 4096): Promise<string> {
-  try {
-    const handle = await open(file, 'r');
-    try {
-      const { size } = await handle.stat();
-      const start = Math.max(from, size - maxBytes);
-      const buffer = Buffer.alloc(Math.max(0, size - start));
-      await handle.read(buffer, 0, buffer.length, start);
-      return buffer.toString('utf8');
-    } finally {
-      await handle.close();
-    }
-  } catch {
-    return '(no server.log)';
-  }
-}
-
-function fileSize(file: string): number {
-  try {
-    return statSync(file).size;
-  } catch {
-    return 0;
-  }
-}
-
-/** Blocks the thread until `done()` or the deadline: only for the exit hook, where nothing async runs. */
-function waitSync(done: () => boolean, timeoutMs: number): void {
-  const cell = new Int32Array(new SharedArrayBuffer(4));
-  for (const deadline = Date.now() + timeoutMs; !done() && Date.now() < deadline; ) Atomics.wait(cell, 0, 0, 20);
-}
-
-function removeSync(dir: string): boolean {
-  try {
-    rmSync(dir, { recursive: true, force: true });
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 export class PgCluster {

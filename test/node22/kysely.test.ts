@@ -6,7 +6,7 @@ import { Kysely, PostgresDialect, sql, type Transaction } from 'kysely';
 import { ConnectionLostError, OutcomeUnknownError, PoolEndedError, isOutcomeUnknown, type Pool } from '../../src/index.js';
 import { PgCluster } from '../harness/cluster.js';
 import { waitFor } from '../harness/wait.js';
-import { SCHEMA, paymentCount, running, settled, terminate, warm, withPool } from './orm-shared.js';
+import { SCHEMA, paymentCount, running, settled, terminate, warm, withPool } from '../integrations/orm-shared.js';
 
 interface Database {
   items: { id: number; label: string };
@@ -57,6 +57,10 @@ function mixedWork(db: Db, id: number): Promise<unknown[]> {
 function mixedResults(id: number): unknown[] {
   return [[{ id: 2, label: 'two' }], [{ id }], [{ label: 'updated' }]];
 }
+
+test('runs on Node.js 22 or later, as kysely 0.29 requires', () => {
+  assert.ok(Number(process.versions.node.split('.')[0]) >= 22, process.versions.node);
+});
 
 describe('Kysely over pg-lifeline: ordinary work', () => {
   test('insert, update and select through the query builder', async () => {
