@@ -4,6 +4,7 @@ import { resolveConfig, type ClientConstructor, type PoolOptions, type ResolvedC
 import { AbortedError, PoolEndedError } from './errors.js';
 import { isConnectionError } from './postgres/classify.js';
 import { Lease } from './postgres/lease.js';
+import { leavesStaleSession } from './postgres/session-state.js';
 import { ranAsOneTransaction } from './postgres/statement-shape.js';
 import { ConnectionManager } from './postgres/manager.js';
 import type { Attempt } from './postgres/retrier.js';
@@ -290,7 +291,7 @@ export class Pool extends PgPool {
       // Translate first: a timed-out statement's cancel must be on its way before the close.
       const timeout = (text as { query_timeout?: number } | null)?.query_timeout;
       const translated = manager.translate(error, connection, true, timeout);
-      manager.checkin(connection, isConnectionError(error) ? error : undefined);
+      manager.checkin(connection, isConnectionError(error) || leavesStaleSession(error, text, values) ? error : undefined);
       // Whether it ran as one transaction matters only after 40001/40P01; reading the SQL is for failures only.
       return { ok: false, error: translated, retry: manager.retryable(error, { sent: true, idempotent, atomic: ranAsOneTransaction(text, values) }) };
     }

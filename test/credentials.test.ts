@@ -144,7 +144,8 @@ test('multi-host: each host gets its own token; no secret in events, logs, stats
       const clients = await Promise.all([1, 2, 3, 4].map(() => p.connect()));
       for (const c of clients) {
         ports.add(Number((await c.query('SELECT inet_server_port() AS port')).rows[0].port));
-        c.release();
+        // Destroyed, so each round opens new connections and picks hosts afresh (idle ones would be reused).
+        c.release(true);
       }
     }
     assert.deepEqual([...ports].sort(), [a.port, b.port].sort());
