@@ -8,7 +8,7 @@ import type { HostTarget } from './hosts.js';
 import { NoMatchingHostError, sqlStateOf } from '../errors.js';
 import { PooledResource, now } from '../core/resource-pool.js';
 import { minusJitter } from '../core/backoff.js';
-import { answerReadyForQueryWaiters, destroySocket, sendCancelRequest, transactionStatusReader, type TransactionStatus } from './internals.js';
+import { answerReadyForQueryWaiters, destroySocket, sendCancelRequest, socketBytesRead, transactionStatusReader, type TransactionStatus } from './internals.js';
 
 /** What a connection reports to its owner over its life. */
 export interface ConnectionOwner {
@@ -111,14 +111,44 @@ export class PgConnection extends PooledResource {
   // A password the server refuses is fetched again once and the open retried once; a second refusal stands.
   async #connect(target: HostTarget): Promise<void> {
     try {
-      await this.client.connect();
+      await this.#attempt();
     } catch (error) {
       const used = this.#credentialVersion;
       if (used === undefined || this.#config.credentials === undefined || !isAuthFailure(error)) throw error;
       destroySocket(this.client);
       this.#config.credentials.invalidate(target.key, used);
       this.#use(this.#newClient(target), target);
-      await this.client.connect();
+      await this.#attempt();
+    }
+  }
+
+  /**
+   * One connect. An attempt that gets no answer at all is cut at connectAttemptTimeoutMillis, so a
+   * dead host leaves time for other tries; one where the server is talking (a slow TLS handshake,
+   * authentication or a cold server) keeps pg's bound, the whole connectionTimeoutMillis.
+   */
+  async #attempt(): Promise<void> {
+    const client = this.client;
+    let timer: NodeJS.Timeout | undefined;
+    const silent = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        if ((socketBytesRead(client) ?? 1) > 0) return;
+        destroySocket(client);
+        // pg's own words for a connect that ran out of time, so it is sorted the same everywhere.
+        reject(new Error(`timeout expired: no answer from the server in ${this.#config.connectAttemptTimeoutMillis} ms`));
+      }, this.#config.connectAttemptTimeoutMillis);
+    });
+    const connecting = client.connect();
+    try {
+      await Promise.race([connecting, silent]);
+    } catch (error) {
+      connecting.catch(() => undefined); // it rejects too once its socket is gone
+      if (error instanceof Error && error.message === 'timeout expired' && (socketBytesRead(client) ?? 0) > 0) {
+        throw new Error(`timeout expired: the server answered, but the login did not finish in ${this.#config.connectionTimeoutMillis} ms (a slow TLS handshake, authentication or a cold server): raise connectionTimeoutMillis`, { cause: error });
+      }
+      throw error;
+    } finally {
+      clearTimeout(timer);
     }
   }
 
@@ -160,8 +190,8 @@ export class PgConnection extends PooledResource {
 
   #newClient(target: HostTarget): pg.Client {
     const Client = this.#config.Client ?? pg.Client;
-    // pg's client reads connectionTimeoutMillis as its per-attempt bound; the pool's acquire deadline is separate.
-    const options: Record<string, unknown> = { ...target.clientOptions, connectionTimeoutMillis: this.#config.connectAttemptTimeoutMillis };
+    // pg's bound covers a login that is under way; #attempt cuts one that gets no answer sooner.
+    const options: Record<string, unknown> = { ...target.clientOptions, connectionTimeoutMillis: this.#config.connectionTimeoutMillis };
     // Passed explicitly: pg.Client hides it again on its own object.
     if (this.#config.password !== undefined) options['password'] = this.#config.password;
     const credentials = this.#config.credentials;
