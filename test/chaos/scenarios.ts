@@ -67,8 +67,9 @@ export const SCENARIOS: Scenario[] = [
   },
   {
     name: 'blackhole',
-    env: { QUERY_TIMEOUT_MS: '2000' },
-    tailMs: 4000,
+    // Default options: the monitor alone bounds statements in flight (2 s grace + 10 s detection),
+    // and the tail keeps the workload running past that bound.
+    tailMs: 12000,
     fault: async (ctx) => {
       await ctx.at(2000);
       ctx.proxy.blackhole(5000);
