@@ -124,6 +124,7 @@ describe('pg-lifeline doctor', { concurrency: 4 }, () => {
       assert.equal(check.verdict, expected, `${check.name}: ${check.found} → ${check.advice}`);
     }
     assert.match(run.check('tls').found, /loopback/);
+    assert.match(run.check('timeouts').found, /dead network: a statement in flight settles within about 13 s \(monitorGraceMillis 2000 \+ monitorDetectionMillis 10000\)/);
     assert.match(run.check('restarts').found, /restarted .* ago/);
     assert.equal(run.check('proxy').data?.['detected'], false);
     assert.match(report.target, /^postgres:\/\/app:\*\*\*\*@127\.0\.0\.1:\d+\/postgres/);
@@ -261,6 +262,17 @@ describe('pg-lifeline doctor', { concurrency: 4 }, () => {
     assert.match(module.check('timeouts').found, new RegExp(`pool \\(${config.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\): idleTimeoutMillis 1000`));
   });
 
+  test('monitoring turned off without query_timeout: the dead-network bound warns', async () => {
+    const config = path.join(tmp, 'no-monitor.mjs');
+    await writeFile(config, 'export const poolOptions = { monitorGraceMillis: 0 };\n');
+    const run = await doctor([url(main), '--config', config]);
+    const check = run.check('timeouts');
+    assert.equal(check.verdict, 'warn', check.found);
+    assert.match(check.found, /monitoring is off .* waits for the OS/);
+    assert.match(check.advice, /monitorGraceMillis at its default/);
+    assert.equal(check.data?.['deadNetworkBoundMillis'], null);
+  });
+
   test('max_connections 10 with 4 instances × max 10: headroom fails with a pool size that fits', async () => {
     const run = await doctor([url(small), '--instances', '4', '--max', '10']);
     assert.equal(run.code, 1);
@@ -279,7 +291,8 @@ describe('pg-lifeline doctor', { concurrency: 4 }, () => {
     assert.ok([1, 2].includes(check.data?.['killedAfterSeconds'] as number), check.found);
     assert.equal(check.data?.['killedAfterSeconds'] === 2 ? check.data['aliveAfterSeconds'] : 1, 1, check.found);
     const diedAfter = check.data?.['diedAfterMs'] as number;
-    assert.ok(diedAfter >= 1400 && diedAfter < 2500, `died after ${diedAfter} ms`);
+    // Measured on the client, so a loaded machine moves it either way: only that it fell inside the probe window.
+    assert.ok(diedAfter > 0 && diedAfter < 4000, `died after ${diedAfter} ms`);
     assert.match(check.found, /killed after ~1\.\d s .*57P05.*idle_session_timeout/);
     assert.equal(check.verdict, 'fail'); // the default pool keeps idle connections 10 s
     assert.match(check.advice, /idleTimeoutMillis: \d+/);

@@ -5,7 +5,16 @@ import { pathToFileURL } from 'node:url';
 import type { PoolNumbers } from './util.js';
 
 /** pg-lifeline's own defaults (README, "Options"). */
-export const POOL_DEFAULTS = { idleTimeoutMillis: 10_000, maxLifetimeSeconds: 1800, keepaliveIntervalMillis: 60_000, min: 0, max: 10 } as const;
+export const POOL_DEFAULTS = {
+  idleTimeoutMillis: 10_000,
+  maxLifetimeSeconds: 1800,
+  keepaliveIntervalMillis: 60_000,
+  min: 0,
+  max: 10,
+  monitorGraceMillis: 2000,
+  monitorDetectionMillis: 10_000,
+  query_timeout: 0,
+} as const;
 
 /** A --config module that cannot be loaded or holds a bad value: a usage error. */
 export class PoolConfigError extends Error {}

@@ -49,6 +49,13 @@ export async function checkTimeouts(ctx: DoctorContext): Promise<CheckResult> {
   ];
   const verdicts: Verdict[] = ['ok'];
   const advice: string[] = [];
+  const deadNetwork = deadNetworkBound(pool);
+  found.push(deadNetwork.found);
+  if (deadNetwork.advice !== undefined) {
+    verdicts.push('warn');
+    advice.push(deadNetwork.advice);
+  }
+  if (proxied && pool.monitorGraceMillis > 0) found.push('behind a proxy the monitor can only tell whether the proxy answers, not whether each backend is alive');
   if (ist === undefined) {
     found.push('idle_session_timeout does not exist on this server (before PostgreSQL 14)');
   } else if (ist > 0) {
@@ -84,6 +91,27 @@ export async function checkTimeouts(ctx: DoctorContext): Promise<CheckResult> {
     verdict: worst(verdicts),
     found: found.join('; '),
     advice: advice.join('; ') || 'nothing to do',
-    data: { server, pool: { ...pool }, poolIdleBoundMillis: Number.isFinite(idleBound) ? idleBound : null },
+    data: { server, pool: { ...pool }, poolIdleBoundMillis: Number.isFinite(idleBound) ? idleBound : null, deadNetworkBoundMillis: deadNetwork.boundMillis },
+  };
+}
+
+// The maintenance loop looks at statements in flight about once a second.
+const TICK_MILLIS = 1000;
+
+/** How long a statement in flight can hang on a dead network with these pool settings. */
+function deadNetworkBound(pool: DoctorContext['pool']): { found: string; advice?: string; boundMillis: number | null } {
+  const cap = pool.query_timeout > 0 ? pool.query_timeout : Infinity;
+  if (pool.monitorGraceMillis === 0) {
+    if (Number.isFinite(cap)) return { found: `dead network: monitoring is off; query_timeout bounds each statement at ${formatMs(cap)}`, boundMillis: cap };
+    return {
+      found: 'dead network: monitoring is off (monitorGraceMillis 0) and query_timeout is 0, so a statement on a dead network waits for the OS (about 15 min)',
+      advice: 'leave monitorGraceMillis at its default (2000), or set query_timeout',
+      boundMillis: null,
+    };
+  }
+  const bound = Math.min(cap, pool.monitorGraceMillis + pool.monitorDetectionMillis + TICK_MILLIS);
+  return {
+    found: `dead network: a statement in flight settles within about ${formatMs(bound)} (monitorGraceMillis ${pool.monitorGraceMillis} + monitorDetectionMillis ${pool.monitorDetectionMillis}${Number.isFinite(cap) ? `, query_timeout ${pool.query_timeout}` : ''})`,
+    boundMillis: bound,
   };
 }

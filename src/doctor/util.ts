@@ -22,6 +22,11 @@ export interface PoolNumbers {
   idleTimeoutMillis: number;
   maxLifetimeSeconds: number;
   keepaliveIntervalMillis: number;
+  /** How long a statement may receive nothing before the monitor asks about it (0: monitoring off). */
+  monitorGraceMillis: number;
+  /** How long the monitor may go unanswered before the host is declared unreachable. */
+  monitorDetectionMillis: number;
+  query_timeout: number;
   min: number;
   max: number;
   /** `pg-lifeline defaults`, `flags`, or the --config path (with flags). */
