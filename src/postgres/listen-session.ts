@@ -4,6 +4,7 @@ import { fullJitterDelay } from '../core/backoff.js';
 import { now } from '../core/resource-pool.js';
 import type { Diagnosis } from '../diagnostics/diagnose.js';
 import { ListenError } from '../errors.js';
+import { behindPooler } from './pooler.js';
 import { isConnectionError, isPermanentConnectError, isTransientFailure } from './classify.js';
 import { PgConnection, type ConnectionOwner } from './connection.js';
 import { HostRouter } from './host-router.js';
@@ -29,6 +30,8 @@ export interface ListenSubscriber {
   reconnected(event: ReconnectedEvent): void;
   /** Something failed that the app should hear about (a session that cannot listen, a reconnect refused for good). */
   failed(error: Error): void;
+  /** The app said its pooler runs in session mode, where LISTEN works. */
+  readonly sessionPooler: boolean;
 }
 
 /** Details of a listener's `disconnected` event. */
@@ -177,6 +180,7 @@ export class ListenSession implements ConnectionOwner {
     try {
       await connection.open(this.#router);
       if (connection !== this.#connection) return void connection.close();
+      if (!this.#poolerAllowed() && (await behindPooler(connection.client))) return this.#refusePooler(connection);
       // Only now: opening may have tried several hosts, each with a client of its own.
       connection.client.on('notification', (message: Notification) => this.#deliver(connection, message));
       this.#active = new Set();
@@ -250,6 +254,27 @@ export class ListenSession implements ConnectionOwner {
     this.#wanted.delete(channel);
     for (const waiter of this.#waiters.filter((w) => w.channel === channel)) waiter.reject(refusal);
     this.#waiters = this.#waiters.filter((w) => w.channel !== channel);
+  }
+
+  #poolerAllowed(): boolean {
+    return [...this.#subscribers()].some((subscriber) => subscriber.sessionPooler);
+  }
+
+  // No retry can fix it: every waiter and listener hears why, and the session stops.
+  #refusePooler(connection: PgConnection): void {
+    if (connection !== this.#connection) return void connection.close();
+    const refusal = new ListenError(
+      'LISTEN was not started: the connection goes through a connection pooler (its backend pid is not the server\'s), and in ' +
+        'transaction pooling (PgBouncer, Supavisor, RDS Proxy) notifications never arrive. Point the pool that listens at the ' +
+        'server directly, or pass { sessionPooler: true } to pool.listen() if the pooler runs in session mode.',
+      undefined,
+    );
+    for (const subscriber of this.#subscribers()) subscriber.failed(refusal);
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    for (const waiter of waiters) waiter.reject(refusal);
+    this.#wanted.clear();
+    this.#stop('idle');
   }
 
   #resolveWaiters(): void {

@@ -19,6 +19,12 @@ export interface ListenOptions {
   readonly onReconnect?: ((event: ReconnectedEvent) => void | Promise<void>) | undefined;
   /** Stop waiting for the first LISTEN when it aborts (the call rejects with `AbortedError`); later, close the listener. */
   readonly signal?: AbortSignal | undefined;
+  /**
+   * The pool reaches the server through a pooler in session mode, where LISTEN works. Without it,
+   * a session found to run through a pooler is refused with `ListenError`: in transaction mode the
+   * pooler hands the session to other clients between transactions, and notifications never arrive.
+   */
+  readonly sessionPooler?: boolean | undefined;
 }
 
 /** The events of a {@link Listener}. */
@@ -58,6 +64,7 @@ export class Listener extends EventEmitter<ListenerEvents> {
       disconnected: (event) => this.emit('disconnected', event),
       reconnected: (event) => this.#reconnected(event),
       failed: (error) => this.#report(error),
+      sessionPooler: options?.sessionPooler === true,
     };
   }
 

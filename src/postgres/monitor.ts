@@ -3,6 +3,7 @@ import type { ResolvedConfig } from '../config.js';
 import type { PgConnection } from './connection.js';
 import type { HostTarget } from './hosts.js';
 import { destroySocket, hasQueryInFlight, protocolPid, setSocketRef, socketBytesRead } from './internals.js';
+import { behindPooler } from './pooler.js';
 import { SilentConnectionError, type SilenceVerdict } from './silence.js';
 
 /** What the monitor needs from the pool. */
@@ -31,8 +32,6 @@ interface Watch {
 // The backend's state, asked from a separate connection. Every state but idle means it still works
 // for us (active, fastpath, or waiting on a lock); a missing row means it is gone.
 const ACTIVITY_SQL = 'SELECT pid, state FROM pg_stat_activity WHERE pid = ANY($1::int[])';
-// The real pid of the monitor's own session: unequal to the protocol's when a pooler sits between.
-const OWN_PID_SQL = 'SELECT pg_backend_pid() AS pid';
 // A reply can be on the wire while the monitor's answer arrives first: idle twice in a row is needed.
 const IDLE_SIGHTINGS = 2;
 
@@ -218,8 +217,7 @@ class HostMonitor {
     this.#client = client;
     await client.connect();
     setSocketRef(client, false);
-    const row = (await client.query<{ pid: number }>(OWN_PID_SQL)).rows[0];
-    this.#pidsUsable = row?.pid === protocolPid(client);
+    this.#pidsUsable = !(await behindPooler(client));
     return client;
   }
 
