@@ -152,6 +152,13 @@ function expectedSeries(stats: PoolStats): [string, Record<string, string>, numb
   for (const [kind, n] of Object.entries(stats.retriesByKind)) series.push(['pg_lifeline_retries_total', { kind }, n ?? 0]);
   for (const [outcome, n] of Object.entries(stats.commitResolutions)) series.push(['pg_lifeline_commit_resolutions_total', { outcome }, n]);
   for (const [event, n] of Object.entries(stats.monitor)) series.push(['pg_lifeline_monitor_total', { event }, n]);
+  series.push(
+    ['pg_lifeline_listen_listeners', {}, stats.listen?.listeners ?? 0],
+    ['pg_lifeline_listen_channels', {}, stats.listen?.channels ?? 0],
+    ['pg_lifeline_listen_up', {}, stats.listen?.state === 'listening' ? 1 : 0],
+    ['pg_lifeline_listen_last_downtime_seconds', {}, (stats.listen?.lastDowntimeMillis ?? 0) / 1000],
+    ['pg_lifeline_listen_reconnects_total', {}, stats.listen?.reconnects ?? 0],
+  );
   return series;
 }
 
@@ -160,9 +167,12 @@ describe('Prometheus', () => {
     const { pool, app } = makePool({ max: 3 });
     const registry = new promClient.Registry();
     const handle = createPrometheusCollector(pool, { client: promClient, registry, labels: { pool: 'main' } });
+    const listener = await pool.listen('metrics_chan', () => {});
     try {
       await exercise(pool, app);
       const stats = pool.stats();
+      assert.equal(stats.listen?.listeners, 1);
+      assert.equal(stats.listen?.state, 'listening');
       // registry.metrics() runs every collect() before its first await: the same moment as `stats`.
       const text = await registry.metrics();
       const exposition = parseExposition(text);
@@ -178,7 +188,9 @@ describe('Prometheus', () => {
       const names = new Set(expectedSeries(stats).map(([n]) => n));
       for (const s of exposition.samples) assert.ok(names.has(s.name) || s.name.startsWith('pg_lifeline_acquire_wait_seconds_'), s.name);
       assert.equal(exposition.samples.filter((s) => s.name === 'pg_lifeline_evictions_total').length, 11);
+      assert.equal(value(exposition, 'pg_lifeline_listen_up', { pool: 'main' }), 1);
     } finally {
+      await listener.close();
       handle.close();
       await pool.end();
     }
@@ -336,7 +348,7 @@ describe('OpenTelemetry', () => {
       for (const [pool, stats] of [['a', a.pool.stats()], ['b', b.pool.stats()]] as const) {
         for (const [promName, labels, expected] of expectedSeries(stats)) {
           // The dotted OpenTelemetry name that becomes this Prometheus name.
-          const name = promName.replace(/_total$/, '').replace(/^pg_lifeline_connections_/, 'pg_lifeline_connections.').replace(/^pg_lifeline_/, 'pg_lifeline.');
+          const name = promName.replace(/_total$/, '').replace(/^pg_lifeline_(connections|listen)_/, 'pg_lifeline_$1.').replace(/^pg_lifeline_/, 'pg_lifeline.');
           assert.equal(point(metrics, name, { pool, ...labels }), expected, `${pool} ${name}${key_(labels)}`);
         }
         const wait = point(metrics, 'pg_lifeline.acquire_wait', { pool }) as Histogram;

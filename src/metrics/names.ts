@@ -57,6 +57,12 @@ export const STAT_METRICS: readonly StatMetric[] = [
   { name: 'retries', kind: 'counter', unit: '{retry}', label: 'kind', help: 'Statements and transactions tried again, by the kind of failure.', read: (s) => s.retriesByKind },
   { name: 'commit_resolutions', kind: 'counter', unit: '{transaction}', label: 'outcome', help: 'Connections lost during COMMIT, by what the pool then found out.', read: (s) => s.commitResolutions },
   { name: 'monitor', kind: 'counter', unit: '{event}', label: 'event', help: 'The monitor of silent statements in flight: checks, checks unanswered, connections cut off, hosts declared down.', read: (s) => s.monitor },
+  // pool.listen(): all 0 until the first listener starts the session.
+  { name: 'listen.listeners', kind: 'gauge', unit: '{listener}', help: 'Open pool.listen() listeners.', read: (s) => s.listen?.listeners ?? 0 },
+  { name: 'listen.channels', kind: 'gauge', unit: '{channel}', help: 'Channels the LISTEN session listens to.', read: (s) => s.listen?.channels ?? 0 },
+  { name: 'listen.up', kind: 'gauge', unit: '1', help: '1 while the LISTEN session listens to every channel, 0 while it is down or reconnecting (or not started).', read: (s) => (s.listen?.state === 'listening' ? 1 : 0) },
+  { name: 'listen.last_downtime_seconds', kind: 'gauge', unit: 's', help: 'How long the LISTEN session was last down (notifications sent then may be lost); 0 if never.', read: (s) => (s.listen?.lastDowntimeMillis ?? 0) / 1000 },
+  { name: 'listen.reconnects', kind: 'counter', unit: '{reconnect}', help: 'Times the LISTEN session was lost and listened again.', read: (s) => s.listen?.reconnects ?? 0 },
 ];
 
 /** The acquire wait histogram, fed by the pool's `checkout` event. */
