@@ -155,7 +155,8 @@ describe('the error contract: pg-lifeline keeps pg.Pool code, message and fields
   });
 
   test('acquire timeout on an exhausted pool: the message begins "timeout exceeded when trying to connect"', async () => {
-    const { theirs, ours } = await both({ max: 1, connectionTimeoutMillis: 200 }, async (pool) => {
+    // Long enough for the first connection to open on a loaded machine.
+    const { theirs, ours } = await both({ max: 1, connectionTimeoutMillis: 1500 }, async (pool) => {
       const held = await pool.connect();
       try {
         await pool.connect();
