@@ -119,8 +119,10 @@ async function route(pool: Pool, req: http.IncomingMessage): Promise<Reply> {
   }
 }
 
+// pg-lifeline's own code (lifelineCode) names the failure; `code` stays pg's SQLSTATE or errno, as with pg.Pool.
 function errorCode(error: unknown): string {
-  const code = (error as { code?: unknown } | null)?.code;
+  const e = error as { code?: unknown; lifelineCode?: unknown } | null;
+  const code = e?.lifelineCode ?? e?.code;
   return typeof code === 'string' ? code : 'internal';
 }
 
@@ -134,19 +136,19 @@ function errorReply(error: unknown): Reply {
   if (error instanceof AcquireTimeoutError) {
     // No connection, so nothing ran. 'exhausted' is our own overload; 'unreachable' a database outage.
     const retryAfter = error.reason === 'exhausted' ? '1' : '5';
-    return { status: 503, headers: { 'retry-after': retryAfter }, body: { error: error.code, reason: error.reason, message: error.message } };
+    return { status: 503, headers: { 'retry-after': retryAfter }, body: { error: error.lifelineCode, reason: error.reason, message: error.message } };
   }
   if (error instanceof ServerUnavailableError || error instanceof PoolEndedError) {
-    return { status: 503, headers: { 'retry-after': '5' }, body: { error: error.code, message: error.message } };
+    return { status: 503, headers: { 'retry-after': '5' }, body: { error: error.lifelineCode, message: error.message } };
   }
-  if (error instanceof QueryTimeoutError) return { status: 504, body: { error: error.code, outcome: 'unknown', message: error.message } };
+  if (error instanceof QueryTimeoutError) return { status: 504, body: { error: error.lifelineCode, outcome: 'unknown', message: error.message } };
   if (isOutcomeUnknown(error)) {
     // The write may or may not have landed: the client must look (GET /items) before repeating it.
     return { status: 500, body: { error: errorCode(error), outcome: 'unknown', message: (error as Error).message } };
   }
   if (error instanceof ConnectionLostError) {
     // Certainly not applied (and the pool's own retries ran out): repeating the request is safe.
-    return { status: 503, headers: { 'retry-after': '1' }, body: { error: error.code, outcome: 'not-applied', message: error.message } };
+    return { status: 503, headers: { 'retry-after': '1' }, body: { error: error.lifelineCode, outcome: 'not-applied', message: error.message } };
   }
   if (errorCode(error) === '23505') return { status: 409, body: { error: 'an item with that name exists' } };
   console.error('request failed:', error);

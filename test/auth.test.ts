@@ -80,12 +80,18 @@ function failure(impl: Impl, setup: Setup): Promise<Error> {
   );
 }
 
-/** pg.Pool rejects with pg's own error; pg-lifeline wraps it in a ConnectFailedError that keeps it as `cause`. */
+/**
+ * pg.Pool rejects with pg's own error; pg-lifeline wraps it in a ConnectFailedError that keeps it as
+ * `cause`, and keeps its code and the start of its message.
+ */
 function inner(impl: Impl, error: Error): Error & { code?: string } {
   if (impl.name === 'pg.Pool') return error;
   assert.ok(error instanceof ConnectFailedError, `expected a ConnectFailedError, got ${inspect(error)}`);
-  assert.equal(error.code, 'PGL_CONNECT_FAILED');
-  return error.cause as Error & { code?: string };
+  assert.equal(error.lifelineCode, 'PGL_CONNECT_FAILED');
+  const cause = error.cause as Error & { code?: string };
+  assert.equal(error.code, cause.code ?? 'PGL_CONNECT_FAILED');
+  assert.ok(error.message.startsWith(cause.message), error.message);
+  return cause;
 }
 
 function assertWrongPassword(impl: Impl, error: Error, wrong: string): void {

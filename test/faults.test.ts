@@ -137,7 +137,9 @@ describe('connections that die while checked out', () => {
       // The statement was running: it may have had effects, and it is not marked idempotent.
       assert.ok(error instanceof OutcomeUnknownError, `got ${String(error)}`);
       assert.ok(error instanceof ConnectionLostError);
-      assert.equal(error.code, 'PGL_OUTCOME_UNKNOWN');
+      // pg's code stays; pg-lifeline's own is lifelineCode.
+      assert.equal(error.code, '57P01');
+      assert.equal(error.lifelineCode, 'PGL_OUTCOME_UNKNOWN');
       assert.equal(error.outcome, 'unknown');
       assert.equal(error.sqlState, '57P01');
       assert.ok(error.ageMillis >= 0);

@@ -59,7 +59,8 @@ export function diagnose(error: unknown, facts: DiagnosisFacts): Diagnosis {
 function explain(error: unknown, facts: DiagnosisFacts): [LossCause, string, string] {
   const idle = `${duration(facts.idleMillis)} idle`;
   const server = facts.server;
-  const code = (error as { code?: unknown } | null)?.code;
+  const e = error as { code?: unknown; lifelineCode?: unknown } | null;
+  const code = e?.lifelineCode ?? e?.code;
   if (code === 'PGL_CLIENT_RELEASED') return ['client-released', 'the app used a client after releasing it', 'keep each use between connect() and release(), or use pool.withClient'];
   if (code === 'PGL_POOL_ENDED') return ['pool-ended', 'the pool had been ended', 'stop using the pool before calling end()'];
   if (error instanceof SilentConnectionError) {

@@ -64,7 +64,9 @@ export function classifyFailure(err: unknown): FailureKind {
 
 function classifyOne(err: unknown): FailureKind {
   if (!(err instanceof Error)) return 'unknown';
-  const e = err as Error & { code?: unknown; severity?: unknown };
+  const e = err as Error & { code?: unknown; severity?: unknown; lifelineCode?: unknown };
+  // pg-lifeline's own errors carry pg's code too; what they are says more than the code.
+  if (typeof e.lifelineCode === 'string') return classifyOwn(e.lifelineCode, e.cause);
   const state = sqlStateOf(err);
   if (state !== undefined) {
     if (state === '57P05' || state === '25P03') return 'idle-session-ended';
@@ -85,13 +87,9 @@ function classifyOne(err: unknown): FailureKind {
   const code = typeof e.code === 'string' ? e.code : '';
   // A unix socket whose file is gone: the server is restarting, as ECONNREFUSED over TCP.
   if (code === 'ENOENT' && (e as { syscall?: unknown }).syscall === 'connect') return 'unreachable';
-  // pg-lifeline's own errors, as they come back out of a checked-out client: what they wrap says more.
-  if (code === 'PGL_CONNECTION_LOST' || code === 'PGL_OUTCOME_UNKNOWN') {
-    const inner = classifyFailure(e.cause);
-    return CONNECTION_ENDING.has(inner) ? inner : 'connection-lost';
-  }
-  if (code === 'PGL_QUERY_TIMEOUT' || e.message === 'Query read timeout') return 'query-timeout';
-  if (code === 'PGL_NO_MATCHING_HOST') return 'unreachable';
+  // Rebuilt by another library from one of ours, keeping only a code pg did not have.
+  if (code.startsWith('PGL_')) return classifyOwn(code, e.cause);
+  if (e.message.startsWith('Query read timeout')) return 'query-timeout';
   if (CERT_CODES.has(code)) return 'tls';
   if (UNREACHABLE_CODES.has(code)) return 'unreachable';
   if (SOCKET_CODES.has(code) || code.startsWith('ERR_SSL')) return 'connection-lost';
@@ -99,6 +97,16 @@ function classifyOne(err: unknown): FailureKind {
   // pg.Pool's own acquire timeout, for apps that classify errors from both pools.
   if (e.message.startsWith('timeout exceeded when trying to connect')) return 'unreachable';
   return 'unknown';
+}
+
+// pg-lifeline's own errors, as they come back out of a checked-out client: what they wrap says more.
+function classifyOwn(code: string, cause: unknown): FailureKind {
+  if (code === 'PGL_CONNECTION_LOST' || code === 'PGL_OUTCOME_UNKNOWN') {
+    const inner = classifyFailure(cause);
+    return CONNECTION_ENDING.has(inner) ? inner : 'connection-lost';
+  }
+  if (code === 'PGL_QUERY_TIMEOUT') return 'query-timeout';
+  return code === 'PGL_NO_MATCHING_HOST' ? 'unreachable' : 'unknown';
 }
 
 const CONNECTION_ENDING: ReadonlySet<FailureKind> = new Set(['connection-lost', 'idle-session-ended', 'server-starting', 'too-many-connections', 'unreachable', 'query-timeout']);
@@ -123,6 +131,7 @@ export function isServerWideFailure(err: unknown): boolean {
  * database or role, no permission to connect, or a TLS certificate that does not verify.
  */
 export function isPermanentConnectError(err: unknown): boolean {
+  if ((err as { lifelineCode?: unknown } | null)?.lifelineCode === 'PGL_CONNECT_FAILED') return true;
   const kind = classifyFailure(err);
   if (kind === 'auth' || kind === 'no-database' || kind === 'tls') return true;
   const state = sqlStateOf(err);

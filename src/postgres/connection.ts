@@ -3,6 +3,7 @@ import type { ResolvedConfig } from '../config.js';
 import type { ServerIdentity } from './commit-resolver.js';
 import { isPermanentConnectError } from './classify.js';
 import { isAuthFailure } from './credentials.js';
+import { hookFailed } from './open-policy.js';
 import { ROLE_SQL, roleMatches, type HostRouter } from './host-router.js';
 import type { HostTarget } from './hosts.js';
 import { NoMatchingHostError, sqlStateOf } from '../errors.js';
@@ -168,10 +169,14 @@ export class PgConnection extends PooledResource {
     try {
       if (this.#fallback !== undefined) destroySocket(this.#fallback.client);
       this.#fallback = undefined;
-      if (config.onConnect !== undefined) await config.onConnect(this.client);
-      const verify = config.verify;
-      if (verify !== undefined) {
-        await new Promise<void>((resolve, reject) => verify(this.client as pg.PoolClient, (err) => (err ? reject(err) : resolve())));
+      try {
+        if (config.onConnect !== undefined) await config.onConnect(this.client);
+        const verify = config.verify;
+        if (verify !== undefined) {
+          await new Promise<void>((resolve, reject) => verify(this.client as pg.PoolClient, (err) => (err ? reject(err) : resolve())));
+        }
+      } catch (error) {
+        throw hookFailed(error);
       }
       if (this.failure !== undefined) throw this.failure;
     } catch (error) {

@@ -206,11 +206,11 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
     this.#noteFailure(connection, error);
     if (isConnectionError(error)) connection.heardFromServer(error);
     // A statement on a connection that died earlier gets a generic error from pg ("not queryable",
-    // "terminated"); the failure recorded when it died says why. Whether the statement ran still
-    // depends on its own error.
+    // "terminated"); the failure recorded when it died says why. Whether the statement ran, and the
+    // code and message pg.Pool would have rejected with, still come from its own error.
     const cause = connection.failure ?? error;
     const diagnosis = this.diagnose(cause, connection);
-    return outcomeOf(error, sent) === 'unknown' ? new OutcomeUnknownError(cause, diagnosis) : new ConnectionLostError(cause, diagnosis);
+    return outcomeOf(error, sent) === 'unknown' ? new OutcomeUnknownError(cause, diagnosis, error) : new ConnectionLostError(cause, diagnosis, undefined, error);
   }
 
   /** Explains a failure of `connection`: cause, age, idle time, host, server settings, advice. */

@@ -29,8 +29,22 @@ export function openRetryCapMillis(error: unknown): number {
   return kind === 'too-many-connections' ? RETRY_CAP_FULL_MILLIS : RETRY_CAP_OTHER_MILLIS;
 }
 
-/** What waiters are rejected with after a fatal open error. */
-export function fatalOpenError(error: unknown): ConnectFailedError | CredentialProviderError {
+// Errors the app's onConnect and verify hooks threw: the pool rejects with them as they are, as pg.Pool does.
+// Kept by error object, so nothing is written on the app's error or on pg's client.
+const hookErrors = new WeakSet<object>();
+
+/** Records that the app's `onConnect` or `verify` hook failed with `error`, and returns it. */
+export function hookFailed(error: unknown): unknown {
+  if (typeof error === 'object' && error !== null) hookErrors.add(error);
+  return error;
+}
+
+/**
+ * What waiters are rejected with after a fatal open error: an Error an app's hook threw, itself;
+ * pg's refusal wrapped in a {@link ConnectFailedError} that keeps its code, message and fields.
+ */
+export function fatalOpenError(error: unknown): Error {
+  if (error instanceof Error && hookErrors.has(error)) return error;
   // Already names the provider and its cause.
   if (error instanceof CredentialProviderError) return error;
   return new ConnectFailedError(error, advice(error));

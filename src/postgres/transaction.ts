@@ -105,7 +105,7 @@ export async function attemptTransaction<T>(
     host.resolved(resolution);
     if (resolution.status === 'committed') return { ok: true, value: value as T };
     if (resolution.status === 'aborted') return { ok: false, error: notApplied(error, lease), retry };
-    return { ok: false, error: new CommitOutcomeUnknownError(ticket.xid, resolution.why, resolution.cause ?? error), retry: false };
+    return { ok: false, error: new CommitOutcomeUnknownError(ticket.xid, resolution.why, resolution.cause ?? error, error), retry: false };
   } finally {
     if (!lease.released) lease.release();
   }

@@ -207,7 +207,7 @@ describe('Drizzle over pg-lifeline: the connection killed inside db.transaction'
       assert.equal(isConnectionError(error), true, 'the wrapper is classified by what it wraps');
       const lost = error.cause;
       assert.ok(lost instanceof ConnectionLostError, String(lost));
-      assert.equal(lost.code, 'PGL_CONNECTION_LOST');
+      assert.equal(lost.lifelineCode, 'PGL_CONNECTION_LOST');
       assert.equal(lost.outcome, 'not-applied');
       assert.equal(lost.sqlState, '57P01');
       assert.equal(lost.diagnosis.cause, 'admin-terminated');
@@ -258,7 +258,8 @@ describe('Drizzle over pg-lifeline: the connection killed inside db.transaction'
       assert.ok(statementError instanceof DrizzleQueryError);
       const cut = statementError.cause;
       assert.ok(cut instanceof OutcomeUnknownError, String(cut));
-      assert.equal(cut.code, 'PGL_OUTCOME_UNKNOWN');
+      assert.equal(cut.lifelineCode, 'PGL_OUTCOME_UNKNOWN');
+      assert.equal(cut.code, '57P01', "pg's code stays");
       assert.equal(cut.sqlState, '57P01');
       assert.equal(cut.diagnosis.cause, 'admin-terminated');
       // What Drizzle throws is its failed ROLLBACK's error, still a typed connection loss.

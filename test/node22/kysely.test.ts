@@ -175,7 +175,7 @@ describe('Kysely over pg-lifeline: the connection killed inside db.transaction()
       const error = await pay().then(() => assert.fail('the transaction should fail'), (e: unknown) => e);
       // Kysely throws the error of its own ROLLBACK, which failed too; it passes pg-lifeline's errors through.
       assert.ok(error instanceof ConnectionLostError, String(error));
-      assert.equal(error.code, 'PGL_CONNECTION_LOST');
+      assert.equal(error.lifelineCode, 'PGL_CONNECTION_LOST');
       assert.equal(error.outcome, 'not-applied');
       assert.equal(error.sqlState, '57P01');
       assert.equal(error.diagnosis.cause, 'admin-terminated');
@@ -223,7 +223,8 @@ describe('Kysely over pg-lifeline: the connection killed inside db.transaction()
       const error = await pay().then(() => assert.fail('the transaction should fail'), (e: unknown) => e);
       // The statement was running when its session ended: on its own, its outcome is unknown.
       assert.ok(statementError instanceof OutcomeUnknownError, String(statementError));
-      assert.equal(statementError.code, 'PGL_OUTCOME_UNKNOWN');
+      assert.equal(statementError.lifelineCode, 'PGL_OUTCOME_UNKNOWN');
+      assert.equal(statementError.code, '57P01', "pg's code stays");
       assert.equal(statementError.sqlState, '57P01');
       assert.equal(statementError.diagnosis.cause, 'admin-terminated');
       // What Kysely throws is its failed ROLLBACK's error, still a typed connection loss.
