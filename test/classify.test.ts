@@ -72,8 +72,10 @@ describe('classification of real server errors', () => {
   });
 
   test("pg.Pool's own acquire timeout reads as unreachable", async () => {
-    const plain = new pg.Pool({ ...cluster.clientConfig(), max: 1, connectionTimeoutMillis: 50 });
+    const plain = new pg.Pool({ ...cluster.clientConfig(), max: 1, connectionTimeoutMillis: 10_000 });
     const held = await plain.connect();
+    // Short only for the wait: the first login (TLS and SCRAM) may take longer than 50 ms on a loaded machine.
+    plain.options.connectionTimeoutMillis = 50;
     try {
       const error = await plain.connect().then(() => assert.fail('should time out'), (e: unknown) => e);
       assert.equal(classifyFailure(error), 'unreachable');
