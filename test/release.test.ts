@@ -129,6 +129,12 @@ describe('use after release', () => {
       });
       assert.ok(error instanceof ClientReleasedError, String(error));
       assert.ok(error.releasedAt?.includes(thisFile), error.releasedAt);
+      // pg's other callback form: in the config, with undefined returned.
+      const inConfig = await new Promise<unknown>((resolve) => {
+        const config = { text: 'SELECT 1', callback: (err: Error) => resolve(err) };
+        assert.equal(client.query(config as pg.QueryConfig), undefined);
+      });
+      assert.ok(inConfig instanceof ClientReleasedError, String(inConfig));
     });
   });
 

@@ -115,6 +115,10 @@ export class Lease implements ProxyHandler<pg.Client> {
       return true;
     }
     if (own !== undefined && (own.get !== undefined || own.writable === false)) return false;
+    if (own !== undefined && receiver === this.client) {
+      own.value = value;
+      return true;
+    }
     // An object inheriting from the handle gets the property itself, as with any prototype.
     if (receiver !== this.client) return Reflect.defineProperty(receiver as object, property, { value, writable: true, enumerable: true, configurable: true });
     return this.defineProperty(target, property, { value, writable: true, enumerable: true, configurable: true });
