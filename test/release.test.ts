@@ -36,7 +36,19 @@ async function withPool(options: PoolOptions, fn: (pool: Pool, app: string) => P
   try {
     await fn(pool, app);
   } finally {
-    await pool.end();
+    if (!pool.ending) await pool.end();
+  }
+}
+
+/** Holds advisory lock 7 on a session of its own while `fn` runs; `unlock` lets it go early. */
+async function withLock(fn: (unlock: () => Promise<void>) => Promise<void>): Promise<void> {
+  const holder = new pg.Client(cluster.clientConfig());
+  await holder.connect();
+  try {
+    await holder.query('SELECT pg_advisory_lock(7)');
+    await fn(async () => void (await holder.query('SELECT pg_advisory_unlock(7)')));
+  } finally {
+    await holder.end();
   }
 }
 
@@ -117,6 +129,12 @@ describe('use after release', () => {
       });
       assert.ok(error instanceof ClientReleasedError, String(error));
       assert.ok(error.releasedAt?.includes(thisFile), error.releasedAt);
+      // pg's other callback form: in the config, with undefined returned.
+      const inConfig = await new Promise<unknown>((resolve) => {
+        const config = { text: 'SELECT 1', callback: (err: Error) => resolve(err) };
+        assert.equal(client.query(config as pg.QueryConfig), undefined);
+      });
+      assert.ok(inConfig instanceof ClientReleasedError, String(inConfig));
     });
   });
 
@@ -367,22 +385,33 @@ describe('acquire failures', () => {
     });
   });
 
-  test('releasing with a query still running destroys the connection', async () => {
-    await withPool({ max: 1 }, async (pool, app) => {
-      try {
+  test('releasing with a query still running: it finishes, and the next checkout waits for it on the same connection', async () => {
+    await withLock(async (unlock) => {
+      await withPool({ max: 1 }, async (pool) => {
         const client = await pool.connect();
         const pid = pidOf(client);
-        const sleeping = client.query('SELECT pg_sleep(30)').then(() => undefined, (e: unknown) => e);
+        const blocked = client.query('SELECT 42 AS n FROM pg_advisory_xact_lock(7)');
         client.release();
-        assert.equal(pool.stats().evictions['query-in-flight'], 1);
-        assert.ok((await sleeping) instanceof Error);
-        const next = await pool.connect();
-        assert.notEqual(pidOf(next), pid);
-        next.release();
-      } finally {
-        // The server notices the dropped socket only when pg_sleep ends.
-        await cluster.terminateBackends(app);
-      }
+        let handedOut = false;
+        const checkout = pool.connect().then((next) => {
+          handedOut = true;
+          return next;
+        });
+        await waitFor('the checkout to queue', () => pool.waitingCount === 1);
+        // A round trip on another connection: time for a wrongly handed-out client to arrive.
+        await cluster.query('SELECT 1');
+        assert.equal(handedOut, false, 'handed out while its statement still ran');
+        await unlock();
+        assert.deepEqual((await blocked).rows, [{ n: 42 }]);
+        const next = await checkout;
+        try {
+          assert.equal(pidOf(next), pid);
+          assert.deepEqual((await next.query('SELECT 1 AS one')).rows, [{ one: 1 }]);
+        } finally {
+          next.release();
+        }
+        assert.equal(pool.stats().evictions['query-in-flight'], 0);
+      });
     });
   });
 });

@@ -3,7 +3,7 @@ import { now, type ResourcePool } from '../core/resource-pool.js';
 import type { EvictionReason } from '../stats.js';
 import { isConnectionError } from './classify.js';
 import type { PgConnection } from './connection.js';
-import { awaitingReadyForQuery, hasQueryInFlight, onReadyForQuery } from './internals.js';
+import { awaitingReadyForQuery, hasQueryInFlight, inFlightRunsAlone, onReadyForQuery } from './internals.js';
 
 /** What taking a connection back needs from the pool. */
 export interface CheckinHost {
@@ -18,12 +18,32 @@ export interface CheckinHost {
 export function checkin(host: CheckinHost, config: ResolvedConfig, connection: PgConnection, error: unknown): void {
   if (connection.state !== 'leased') return host.evict(connection, 'died', connection.failure);
   if (error) return host.evict(connection, isConnectionError(error) ? 'died' : 'released-with-error', error);
+  if (hasQueryInFlight(connection.client)) {
+    // A cursor or stream left open would wait for its reader for ever, and run into the next user's work.
+    if (!inFlightRunsAlone(connection.client)) return host.evict(connection, 'query-in-flight', undefined);
+    // As on pg, statements already sent run to their end; nobody else gets the session until then.
+    // It stays leased meanwhile: busy, and watched by the monitor like any statement in flight.
+    return afterStatements(host, config, connection);
+  }
+  settle(host, config, connection);
+}
+
+// Waits out each statement's ReadyForQuery in turn. A connection that dies meanwhile answers
+// the wait (internals' answerReadyForQueryWaiters), so this always ends.
+function afterStatements(host: CheckinHost, config: ResolvedConfig, connection: PgConnection): void {
+  onReadyForQuery(connection.client, () => {
+    if (connection.state !== 'leased') return host.evict(connection, 'died', connection.failure);
+    if (hasQueryInFlight(connection.client)) return afterStatements(host, config, connection);
+    settle(host, config, connection);
+  });
+}
+
+// The connection is quiet: reuse it, roll it back, or retire it.
+function settle(host: CheckinHost, config: ResolvedConfig, connection: PgConnection): void {
   if (host.core.closed) return host.evict(connection, 'pool-ended', undefined);
   if (connection.uses >= config.maxUses) return host.evict(connection, 'max-uses', undefined);
   const t = now();
   if (t >= connection.retireAt) return host.evict(connection, 'lifetime', undefined);
-  // A query still running would run into the next user's work.
-  if (hasQueryInFlight(connection.client)) return host.evict(connection, 'query-in-flight', undefined);
   connection.idleSince = t;
   connection.checkedAt = t;
   if (awaitingReadyForQuery(connection.client)) return returnWhenReady(host, config, connection);

@@ -52,7 +52,6 @@ export class PgConnection extends PooledResource {
   readonly #config: ResolvedConfig;
   readonly #owner: ConnectionOwner;
   readonly #plan: readonly HostTarget[];
-  readonly #bound = new Map<(...args: never[]) => unknown, unknown>();
   #transactionStatus: () => TransactionStatus;
   // Which cached provider password the current client was given (a number, never the secret).
   #credentialVersion: number | undefined;
@@ -226,16 +225,6 @@ export class PgConnection extends PooledResource {
     const t = now();
     const idle = this.state === 'idle' || this.state === 'checking' ? t - this.idleSince : this.idleBeforeCheckout;
     return { ageMillis: t - this.createdAt, idleMillis: idle };
-  }
-
-  /** `fn` bound to the client, cached so repeated property reads return the same function. */
-  bound<F extends (...args: never[]) => unknown>(fn: F): F {
-    let bound = this.#bound.get(fn) as F | undefined;
-    if (bound === undefined) {
-      bound = fn.bind(this.client) as F;
-      this.#bound.set(fn, bound);
-    }
-    return bound;
   }
 
   /**

@@ -18,6 +18,7 @@ interface ClientInternals {
   _activeQuery?: unknown;
   activeQuery?: unknown;
   _queryQueue?: unknown[];
+  _sentQueryQueue?: unknown[];
   _ending?: boolean;
   _queryable?: boolean;
   queryQueue?: unknown[];
@@ -49,14 +50,29 @@ export function transactionStatusReader(client: pg.Client): () => TransactionSta
   return () => status;
 }
 
-/** True when a query is running or queued: such a client cannot be handed to anyone else. */
+/** True when a query is running, sent (pipeline mode) or queued: such a client cannot be handed to anyone else. */
 export function hasQueryInFlight(client: pg.Client): boolean {
   const c = client as unknown as ClientInternals;
   // pg 8.20+ renamed these and deprecated the old names, so the old ones are read only as a fallback.
   const modern = '_activeQuery' in c;
   const active = modern ? c._activeQuery : c.activeQuery;
   const queue = modern ? c._queryQueue : c.queryQueue;
-  return (active ?? null) !== null || (queue !== undefined && queue.length > 0);
+  return (active ?? null) !== null || (queue !== undefined && queue.length > 0) || (c._sentQueryQueue?.length ?? 0) > 0;
+}
+
+/**
+ * True when every statement in flight is one of pg's own queries, which run to their end unaided.
+ * A cursor, stream or COPY (any other Submittable) advances only when its reader asks, and that
+ * reader has given the client back. Unknown internals read as false.
+ */
+export function inFlightRunsAlone(client: pg.Client): boolean {
+  const c = client as unknown as ClientInternals;
+  const Query = (client.constructor as { Query?: unknown }).Query;
+  if (typeof Query !== 'function') return false;
+  const modern = '_activeQuery' in c;
+  const active = modern ? c._activeQuery : c.activeQuery;
+  const queued = [...(c._sentQueryQueue ?? []), ...((modern ? c._queryQueue : c.queryQueue) ?? [])];
+  return [active ?? null, ...queued].every((query) => query === null || query instanceof Query);
 }
 
 /** True once the app called `client.end()` or the client stopped being queryable: it cannot be reused. */

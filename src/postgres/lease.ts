@@ -34,7 +34,9 @@ interface Issued {
  * One checkout of one connection. The app gets `lease.client`, a Proxy of the pg client: it
  * passes `instanceof pg.Client` and reaches every client member, but once released it refuses
  * to run queries. Each checkout has its own proxy, so a handle kept from an earlier checkout
- * cannot run queries on the session someone else now holds.
+ * cannot run queries on the session someone else now holds. What the app assigns to its handle
+ * (a wrapped `query` or `release`, a `lastQuery`) stays on that handle, as pg keeps it on its
+ * client, and never reaches pg's object or the connection's next holder.
  */
 export class Lease implements ProxyHandler<pg.Client> {
   /** The handle given to the app. */
@@ -48,6 +50,10 @@ export class Lease implements ProxyHandler<pg.Client> {
   #release: AnyFunction | undefined;
   #dispose: AnyFunction | undefined;
   #last: Issued | undefined;
+  /** Properties the app assigned or defined on its handle. */
+  #own: Map<string | symbol, PropertyDescriptor> | undefined;
+  /** The client's methods as this handle shows them, so repeated reads return the same function. */
+  #methods: Map<AnyFunction, AnyFunction> | undefined;
 
   constructor(connection: PgConnection, owner: LeaseOwner) {
     this.#connection = connection;
@@ -73,7 +79,9 @@ export class Lease implements ProxyHandler<pg.Client> {
     return this.#owner.diagnose(error, this.#connection);
   }
 
-  get(target: pg.Client, property: string | symbol): unknown {
+  get(target: pg.Client, property: string | symbol, receiver: unknown): unknown {
+    const own = this.#own?.get(property);
+    if (own !== undefined) return own.get === undefined ? own.value : Reflect.apply(own.get, receiver, []);
     switch (property) {
       case 'query':
         return (this.#query ??= (...args) => this.#runQuery(target, args));
@@ -81,9 +89,12 @@ export class Lease implements ProxyHandler<pg.Client> {
         return (this.#release ??= (error) => this.release(error));
       case Symbol.asyncDispose:
         return (this.#dispose ??= () => {
-          if (!this.#released) this.release();
+          // Through the handle, so a release the app wrapped runs its wrapper.
+          if (!this.#released) this.client.release();
           return Promise.resolve();
         });
+      case 'constructor':
+        return Reflect.get(target, property);
       case 'connect':
       case 'end':
         if (this.#released) {
@@ -94,11 +105,66 @@ export class Lease implements ProxyHandler<pg.Client> {
         break;
     }
     const value: unknown = Reflect.get(target, property);
-    return typeof value === 'function' ? this.#connection.bound(value as AnyFunction) : value;
+    return typeof value === 'function' ? this.#method(target, value as AnyFunction) : value;
+  }
+
+  set(target: pg.Client, property: string | symbol, value: unknown, receiver: unknown): boolean {
+    const own = this.#own?.get(property);
+    if (own?.set !== undefined) {
+      Reflect.apply(own.set, receiver, [value]);
+      return true;
+    }
+    if (own !== undefined && (own.get !== undefined || own.writable === false)) return false;
+    if (own !== undefined && receiver === this.client) {
+      own.value = value;
+      return true;
+    }
+    // An object inheriting from the handle gets the property itself, as with any prototype.
+    if (receiver !== this.client) return Reflect.defineProperty(receiver as object, property, { value, writable: true, enumerable: true, configurable: true });
+    return this.defineProperty(target, property, { value, writable: true, enumerable: true, configurable: true });
+  }
+
+  /**
+   * Defines on the handle only. A non-configurable property is refused: a Proxy may report one
+   * only where pg's object has it, and writing there would hand it to the next holder.
+   */
+  defineProperty(_target: pg.Client, property: string | symbol, descriptor: PropertyDescriptor): boolean {
+    const own = this.#own?.get(property);
+    const accessor = 'get' in descriptor || 'set' in descriptor;
+    // Fields left out of a new property default as in Object.defineProperty.
+    const defaults: PropertyDescriptor = accessor ? { enumerable: false } : { value: undefined, writable: false, enumerable: false };
+    const merged: PropertyDescriptor = { ...(own ?? defaults), ...descriptor };
+    if (merged.configurable !== true) return false;
+    if (accessor) {
+      delete merged.value;
+      delete merged.writable;
+    } else if ('value' in descriptor || 'writable' in descriptor) {
+      delete merged.get;
+      delete merged.set;
+    }
+    (this.#own ??= new Map()).set(property, merged);
+    return true;
+  }
+
+  deleteProperty(_target: pg.Client, property: string | symbol): boolean {
+    // pg's own fields stay: the connection's next holder needs them.
+    this.#own?.delete(property);
+    return true;
   }
 
   has(target: pg.Client, property: string | symbol): boolean {
-    return property === 'release' || property === Symbol.asyncDispose || Reflect.has(target, property);
+    return this.#own?.has(property) === true || property === 'release' || property === Symbol.asyncDispose || Reflect.has(target, property);
+  }
+
+  ownKeys(target: pg.Client): (string | symbol)[] {
+    const keys = Reflect.ownKeys(target);
+    for (const key of this.#own?.keys() ?? []) if (!keys.includes(key)) keys.push(key);
+    return keys;
+  }
+
+  getOwnPropertyDescriptor(target: pg.Client, property: string | symbol): PropertyDescriptor | undefined {
+    const own = this.#own?.get(property);
+    return own === undefined ? Reflect.getOwnPropertyDescriptor(target, property) : { ...own };
   }
 
   /** Gives the connection back. A second call throws {@link DoubleReleaseError}. */
@@ -121,21 +187,40 @@ export class Lease implements ProxyHandler<pg.Client> {
     return this.#releaseSite?.stack?.replace(/^Error\n/, '');
   }
 
+  // pg's methods run on pg's own object. One that returns that object (on, once, off...: an
+  // EventEmitter returns `this`) returns the app's handle instead, as pg returns the client held.
+  #method(target: pg.Client, fn: AnyFunction): AnyFunction {
+    this.#methods ??= new Map();
+    let method = this.#methods.get(fn);
+    if (method === undefined) {
+      const handle = this.client;
+      method = new Proxy(fn, {
+        apply: (f, _this, args: unknown[]) => {
+          const result: unknown = Reflect.apply(f, target, args);
+          return result === target ? handle : result;
+        },
+      });
+      this.#methods.set(fn, method);
+    }
+    return method;
+  }
+
   #runQuery(target: pg.Client, args: unknown[]): unknown {
-    const first = args[0] as { submit?: unknown } | null | undefined;
-    const last = args[args.length - 1];
+    const first = args[0] as { submit?: unknown; callback?: unknown } | null | undefined;
+    const submittable = typeof first?.submit === 'function';
+    const slot = callbackSlot(args, submittable);
     if (this.#released) {
       const error = this.#misuse(new ClientReleasedError('query', this.#releaseStack()));
-      if (typeof first?.submit === 'function') throw error;
-      if (typeof last === 'function') {
-        process.nextTick(last as AnyFunction, error);
+      if (submittable) throw error;
+      if (slot !== undefined) {
+        process.nextTick(callbackAt(args, slot), error);
         return undefined;
       }
       return Promise.reject(error);
     }
     const query = target.query as unknown as AnyFunction;
     // Submittables (cursors, streams) report errors through their own events.
-    if (typeof first?.submit === 'function') return Reflect.apply(query, target, args);
+    if (submittable) return Reflect.apply(query, target, args);
     // pg sends a statement queued behind another only once that one has finished. If the one
     // ahead was cut off by the connection's death, this one never left the client.
     const ahead = this.#last;
@@ -147,11 +232,15 @@ export class Lease implements ProxyHandler<pg.Client> {
       issued.lost = isConnectionError(error);
       return this.#owner.translate(error, this.#connection, !(queued && ahead.lost));
     };
-    if (typeof last === 'function') {
-      args[args.length - 1] = (error: unknown, result: unknown) => {
+    if (slot !== undefined) {
+      const callback = callbackAt(args, slot);
+      const settled = (error: unknown, result: unknown): void => {
         issued.settled = true;
-        (last as AnyFunction)(error ? failed(error) : error, result);
+        callback(error ? failed(error) : error, result);
       };
+      // The app's config object is left as it was: the copy inherits everything else from it.
+      if (slot === 'config') args[0] = Object.create(first as object, { callback: { value: settled, writable: true, enumerable: true, configurable: true } });
+      else args[slot] = settled;
       return Reflect.apply(query, target, args);
     }
     return (Reflect.apply(query, target, args) as Promise<unknown>).then(
@@ -164,4 +253,19 @@ export class Lease implements ProxyHandler<pg.Client> {
       },
     );
   }
+}
+
+/**
+ * Where pg takes a query's callback from, in pg's order: `query(config, values, callback)`, then
+ * `query(config, callback)`, then `config.callback`. A Submittable's callback is its own affair.
+ */
+function callbackSlot(args: unknown[], submittable: boolean): 1 | 2 | 'config' | undefined {
+  if (typeof args[2] === 'function') return 2;
+  if (typeof args[1] === 'function') return 1;
+  if (!submittable && typeof (args[0] as { callback?: unknown } | null | undefined)?.callback === 'function') return 'config';
+  return undefined;
+}
+
+function callbackAt(args: unknown[], slot: 1 | 2 | 'config'): AnyFunction {
+  return (slot === 'config' ? (args[0] as { callback: AnyFunction }).callback : args[slot]) as AnyFunction;
 }
