@@ -7,9 +7,12 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { ConfigError } from '../src/index.js';
+import { inspect } from 'node:util';
+import pg from 'pg';
+import { ConfigError, Pool, type PoolOptions } from '../src/index.js';
 import { resolveConfig } from '../src/config.js';
 import { conninfoHosts, readConninfo } from '../src/postgres/conninfo.js';
+import { PgCluster } from './harness/cluster.js';
 
 // The comparison is of what the strings say, not of what the environment adds.
 for (const name of ['PGHOST', 'PGPORT', 'PGTARGETSESSIONATTRS', 'PGLOADBALANCEHOSTS']) delete process.env[name];
@@ -247,5 +250,76 @@ describe('connection strings against libpq', () => {
       { host: 'a', hostaddr: '', port: '1' },
       { host: 'b', hostaddr: '', port: '1' },
     ]);
+  });
+});
+
+describe('the tricky forms on a real server', () => {
+  const database = 'p@ss:w/rd';
+  const role = 'tricky';
+  const password = `p@ss w:'r"d\\/?#%&=+,`;
+  let cluster: PgCluster;
+  before(async () => {
+    cluster = await PgCluster.start();
+    await cluster.query(`CREATE DATABASE "${database}"`);
+    await cluster.query(`CREATE ROLE ${role} LOGIN PASSWORD '${password.replace(/'/g, "''")}'`);
+  });
+  after(() => cluster?.destroy());
+
+  /** A keyword/value value, quoted as libpq reads it. */
+  const q = (value: string): string => `'${value.replace(/[\\']/g, '\\$&')}'`;
+  const tls = (): string => `sslmode=verify-full sslrootcert=${q(cluster.caFile ?? '')}`;
+  const tlsQuery = (): string => `sslmode=verify-full&sslrootcert=${encodeURIComponent(cluster.caFile ?? '')}`;
+
+  async function whoAndWhere(make: () => pg.Pool): Promise<{ user: string; database: string; socket: boolean }> {
+    const pool = make();
+    try {
+      const row = (await pool.query('SELECT current_user AS user, current_database() AS database, inet_server_addr() IS NULL AS socket')).rows[0];
+      return { user: row.user, database: row.database, socket: row.socket };
+    } finally {
+      await pool.end();
+    }
+  }
+
+  test('pg-lifeline connects with each form as libpq reads it', async () => {
+    const forms: [string, PoolOptions, { user: string; database: string; socket: boolean }][] = [
+      // No user= in the string: the password is kept, the user comes from the options.
+      ['keyword form without user', { user: 'postgres', connectionString: `host=127.0.0.1 port=${cluster.port} password=${q(cluster.password)} dbname=${q(database)} ${tls()}` }, { user: 'postgres', database, socket: false }],
+      ['keyword form, special characters', { connectionString: `host=127.0.0.1,127.0.0.1 port=${cluster.port},${cluster.port} user=${role} password=${q(password)} dbname=${q(database)} ${tls()}` }, { user: role, database, socket: false }],
+      ['URL, percent-encoded', { connectionString: `postgres://${role}:${encodeURIComponent(password)}@127.0.0.1:${cluster.port}/${encodeURIComponent(database)}?${tlsQuery()}` }, { user: role, database, socket: false }],
+      ['URL, socket directory with target_session_attrs', { connectionString: `postgres://postgres@${encodeURIComponent(cluster.dataDir)}:${cluster.port}/postgres?target_session_attrs=read-write&load_balance_hosts=random` }, { user: 'postgres', database: 'postgres', socket: true }],
+      ['socket: form, as pg reads it', { connectionString: `socket:${cluster.dataDir}?db=${encodeURIComponent(database)}&port=${cluster.port}&user=postgres` }, { user: 'postgres', database, socket: true }],
+    ];
+    for (const [name, options, expected] of forms) {
+      assert.deepEqual(await whoAndWhere(() => new Pool(options)), expected, name);
+    }
+  });
+
+  test('where pg reads a string the same, pg.Pool and pg-lifeline reach the same place', async () => {
+    const url = `postgres://${role}:${encodeURIComponent(password)}@127.0.0.1:${cluster.port}/postgres?${tlsQuery()}`;
+    for (const make of [() => new pg.Pool({ connectionString: url }), () => new Pool({ connectionString: url })]) {
+      assert.deepEqual(await whoAndWhere(make), { user: role, database: 'postgres', socket: false });
+    }
+  });
+
+  test('the password never shows when the pool or its options are printed, and new Pool(pool.options) keeps it', async () => {
+    const url = `postgres://${role}:${encodeURIComponent(password)}@127.0.0.1:${cluster.port}/postgres?${tlsQuery()}`;
+    const secret = encodeURIComponent(password);
+    for (const options of [{ connectionString: url }, { ...cluster.clientConfig(), user: role, password }] as PoolOptions[]) {
+      const pool = new Pool(options);
+      try {
+        for (const shown of [inspect(pool, { depth: 6 }), inspect(pool.options), JSON.stringify(pool.options), JSON.stringify({ pool: pool.options })]) {
+          assert.ok(!shown.includes(secret) && !shown.includes(password), shown);
+        }
+        if (options.connectionString !== undefined) {
+          assert.equal(pool.options.connectionString, url, 'read directly, it is the real string');
+          assert.ok(JSON.stringify(pool.options).includes(`${role}:*****@`));
+        }
+        assert.deepEqual(await whoAndWhere(() => new Pool(pool.options)), { user: role, database: 'postgres', socket: false });
+        // A spread drops a hidden `password` option, as with pg.Pool, but not the string.
+        if (options.connectionString !== undefined) assert.deepEqual(await whoAndWhere(() => new Pool({ ...pool.options })), { user: role, database: 'postgres', socket: false });
+      } finally {
+        await pool.end();
+      }
+    }
   });
 });

@@ -101,7 +101,7 @@ export function resolveHosts(options: HostOptions & Record<string, unknown>): Ho
     const ports = String(optionPort ?? env('PGPORT') ?? 5432).split(',');
     if (ports.length !== 1 && ports.length !== names.length) throw new ConfigError('port', `one port, or one per host (${names.length})`, options.port);
     names.forEach((name, i) => {
-      const port = portOf('port', ports[ports.length === 1 ? 0 : i]);
+      const port = portOf(optionPort === undefined ? 'PGPORT' : 'port', ports[ports.length === 1 ? 0 : i]);
       targets.push(target(name.trim(), port, names.length === 1 && optionHost(options) === undefined ? base : { ...base, host: name.trim(), port }));
     });
   }
