@@ -1,4 +1,5 @@
-import { parse as pgParse } from 'pg-connection-string';
+import { createRequire } from 'node:module';
+import type { parse as PgParse } from 'pg-connection-string';
 import { ConfigError } from '../errors.js';
 import { conninfoHosts, isPgOnlyForm, readConninfo, type Conninfo } from './conninfo.js';
 
@@ -140,9 +141,21 @@ function stringOptions(info: Conninfo): Record<string, unknown> {
   return out;
 }
 
-function readByPg(text: string): ReturnType<typeof pgParse> {
+let pgParse: typeof PgParse | undefined;
+
+// pg's own parser, loaded from beside the app's pg (whose dependency it is), so it reads exactly as
+// that pg does; not bundled into pg-lifeline.
+function pgParser(): typeof PgParse {
+  if (pgParse === undefined) {
+    const here = createRequire(import.meta.url);
+    pgParse = (createRequire(here.resolve('pg'))('pg-connection-string') as { parse: typeof PgParse }).parse;
+  }
+  return pgParse;
+}
+
+function readByPg(text: string): ReturnType<typeof PgParse> {
   try {
-    return pgParse(text);
+    return pgParser()(text);
   } catch (error) {
     // pg's messages name a missing certificate file, never the string itself.
     const reason = error instanceof Error && /^(ENOENT|EACCES|EISDIR)/.test((error as NodeJS.ErrnoException).code ?? '') ? error.message : 'a string pg cannot read';
