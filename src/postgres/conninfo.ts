@@ -18,12 +18,12 @@ const LIBPQ_KEYWORDS: ReadonlySet<string> = new Set([
  * Keywords pg reads from a connection string that libpq does not know: accepted so strings written
  * for pg keep working (`?ssl=no-verify`, `?uselibpqcompat=true`, `?statement_timeout=5000`).
  */
-export const PG_ONLY_KEYWORDS: ReadonlySet<string> = new Set(['ssl', 'uselibpqcompat', 'statement_timeout', 'lock_timeout', 'idle_in_transaction_session_timeout']);
+const PG_ONLY_KEYWORDS: ReadonlySet<string> = new Set(['ssl', 'uselibpqcompat', 'statement_timeout', 'lock_timeout', 'idle_in_transaction_session_timeout']);
 
 /** What a connection string says: libpq keyword → value, only those it sets (PQconninfoParse's non-null values). */
 export type Conninfo = ReadonlyMap<string, string>;
 
-/** True for the URL prefixes libpq reads (`postgresql://`, `postgres://`; libpq is case-sensitive, pg is not). */
+/** True for the URL prefixes libpq reads (`postgresql://`, `postgres://`), in any case as pg accepts them. */
 export function isLibpqUrl(text: string): boolean {
   return /^postgres(ql)?:\/\//i.test(text);
 }

@@ -37,7 +37,7 @@ interface HostOptions {
 }
 
 /** A PG* environment variable; empty counts as unset, as in libpq and pg (`PGPORT=` from docker-compose). */
-export function env(name: string): string | undefined {
+function env(name: string): string | undefined {
   const value = process.env[name];
   return value === undefined || value === '' ? undefined : value;
 }
