@@ -212,8 +212,8 @@ export interface ResolvedConfig extends Pick<ResolvedPoolOptions, PoolSetting> {
   readonly logger: Logger | undefined;
   readonly Promise: PromiseConstructorLike | undefined;
   /**
-   * The `password` option (a string, or pg's function form), kept here as a plain field: the
-   * option is hidden from logging in `clientOptions`, where a spread would drop it.
+   * The password inside `connectionString`, else the `password` option (a string), kept here as a
+   * plain field: the option is hidden from logging in `clientOptions`, where a spread would drop it.
    */
   readonly password: string | undefined;
   /** The password provider's cache, when `password` is a function. Stateful: one per pool. */
