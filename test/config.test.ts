@@ -1,7 +1,9 @@
 // Option validation and the exposed options object. No server: none of these pools ever connects.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { inspect } from 'node:util';
 import pg from 'pg';
+import { resolveConfig } from '../src/config.js';
 import { ConfigError, LifelineError, Pool, type PoolOptions } from '../src/index.js';
 
 /** Builds a pool from deliberately ill-typed options; ends it if, against expectations, it was built. */
@@ -193,5 +195,42 @@ describe('drop-in identity', () => {
       assert.equal(stats.connects + stats.connectErrors, 0);
       assert.equal(stats.max, 10);
     });
+  });
+});
+
+describe('environment and printed connection strings', () => {
+  test('an empty PG* variable counts as unset, as in pg and libpq', async () => {
+    const saved = { PGPORT: process.env['PGPORT'], PGHOST: process.env['PGHOST'], PGTARGETSESSIONATTRS: process.env['PGTARGETSESSIONATTRS'] };
+    try {
+      Object.assign(process.env, { PGPORT: '', PGHOST: '', PGTARGETSESSIONATTRS: '' });
+      await withPool(undefined, (pool) => assert.equal(pool.options.port, undefined));
+      const config = resolveConfig({ connectionString: 'dbname=x' });
+      assert.deepEqual(config.hosts.targets.map((t) => t.key), ['localhost:5432']);
+      assert.equal(config.hosts.targetSessionAttrs, 'any');
+      process.env['PGPORT'] = 'five';
+      assertConfigError(undefined, 'PGPORT', ['ports from 1 to 65535', '"five"']);
+    } finally {
+      for (const [name, value] of Object.entries(saved)) {
+        if (value === undefined) delete process.env[name];
+        else process.env[name] = value;
+      }
+    }
+  });
+
+  test('the password inside connectionString is masked when the options are printed, and readable directly', async () => {
+    const cases = [
+      ['postgres://u:s3cret@h/db', 'postgres://u:*****@h/db'],
+      ["host=h password='s3cret x' user=u", 'host=h password=***** user=u'],
+      ['host=h password=s3cret\\ x', 'host=h password=*****'],
+      ['postgres://u@h/db?password=s3cret&sslmode=disable', 'postgres://u@h/db?password=*****&sslmode=disable'],
+    ] as const;
+    for (const [connectionString, shown] of cases) {
+      await withPool({ connectionString }, (pool) => {
+        assert.equal(pool.options.connectionString, connectionString);
+        assert.equal((JSON.parse(JSON.stringify(pool.options)) as PoolOptions).connectionString, shown);
+        for (const text of [inspect(pool.options), inspect(pool, { depth: 5 })]) assert.ok(!text.includes('s3cret'), text);
+        assert.equal({ ...pool.options }.connectionString, connectionString, 'a spread keeps the real string');
+      });
+    }
   });
 });

@@ -23,7 +23,7 @@ async function portOf(pool: Pool): Promise<number> {
 
 /**
  * A URL as an app writes it: the password in it, and TLS verified against the test CA (every harness
- * server shares both). As in pg, a `password` option next to a URL would be ignored.
+ * server shares both).
  */
 function secure(url: string): string {
   const withPassword = url.replace('postgres://postgres@', `postgres://postgres:${first.password}@`);
