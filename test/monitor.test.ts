@@ -51,6 +51,28 @@ describe('statements in flight on a dead network', () => {
     }
   });
 
+  test('a backend killed while its notice cannot arrive: the monitor finds it gone', async () => {
+    const proxy = await FaultProxy.start(cluster.clientConfig());
+    const app = 'monitor-killed-dark';
+    const pool = proxiedPool(proxy, { max: 1, application_name: app });
+    try {
+      await pool.query('SELECT 1');
+      const pending = pool.query('SELECT pg_sleep(30)').then(() => 'settled', (error: unknown) => error);
+      await waitFor('the sleep to run', async () => (await cluster.query(`SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND state = 'active'`, [app])).length === 1);
+      // The path goes dark first, so the server's goodbye (57P01 and the close) never reaches the pool.
+      proxy.darkenExisting();
+      assert.equal(await cluster.terminateBackends(app), 1);
+      const outcome = await pending;
+      assert.ok(outcome instanceof OutcomeUnknownError, `expected OutcomeUnknownError, got ${String(outcome)}`);
+      assert.match(outcome.diagnosis.summary, /no longer has that backend/);
+      assert.equal(pool.stats().monitor.hostsDown, 0);
+      assert.equal((await pool.query('SELECT 8 AS n')).rows[0]?.n, 8);
+    } finally {
+      await pool.end();
+      await proxy.close();
+    }
+  });
+
   test('a path gone dark while the server stays reachable: the lost reply is found through the monitor', async () => {
     const proxy = await FaultProxy.start(cluster.clientConfig());
     const pool = proxiedPool(proxy, { max: 1 });
