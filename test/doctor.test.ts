@@ -127,6 +127,7 @@ describe('pg-lifeline doctor', { concurrency: 4 }, () => {
     assert.match(run.check('timeouts').found, /dead network: a statement in flight settles within about 13 s \(monitorGraceMillis 2000 \+ monitorDetectionMillis 10000\)/);
     assert.match(run.check('restarts').found, /restarted .* ago/);
     assert.equal(run.check('proxy').data?.['detected'], false);
+    assert.equal(run.check('proxy').data?.['listen'], 'works');
     assert.match(report.target, /^postgres:\/\/app:\*\*\*\*@127\.0\.0\.1:\d+\/postgres/);
     for (const text of [run.stdout, run.stderr]) {
       assert.ok(!text.includes(PASSWORD) && !text.includes(encodeURIComponent(PASSWORD)), 'the password was printed');
@@ -340,9 +341,12 @@ describe('pg-lifeline doctor through PgBouncer', { skip: noBouncer, concurrency:
           assert.equal(check.verdict, 'warn');
           assert.match(check.found, /transaction \(or statement\) pooling/);
           assert.match(check.advice, /SET LOCAL.*pg_advisory_xact_lock.*LISTEN/);
+          assert.match(check.found, /LISTEN does not work here/);
+          assert.equal(check.data?.['listen'], 'fails');
         } else {
           assert.equal(check.verdict, 'ok');
           assert.match(check.found, /probably session pooling/);
+          assert.match(check.found, /LISTEN works, with pool\.listen\(channel, handler, \{ sessionPooler: true \}\)/);
           assert.match(check.advice, /default_pool_size/);
         }
         assert.equal(run.check('auth').verdict, 'ok');

@@ -73,9 +73,9 @@ export async function checkProxy(ctx: DoctorContext): Promise<CheckResult> {
     return {
       name: 'proxy',
       verdict: 'ok',
-      found: `no proxy: the backend pid the protocol gave (${processID}) is pg_backend_pid()`,
+      found: `no proxy: the backend pid the protocol gave (${processID}) is pg_backend_pid(); LISTEN works here (pool.listen())`,
       advice: 'nothing to do',
-      data: { detected: false, processID, backendPid: pid ?? null },
+      data: { detected: false, processID, backendPid: pid ?? null, listen: 'works' },
     };
   }
   const evidence = await withTimeout(poolingMode(ctx), ctx.timeoutMs + ROUNDS * (HOLD_MS + HEAD_START_MS) + 1000, 'pooling mode test');
@@ -89,15 +89,15 @@ export async function checkProxy(ctx: DoctorContext): Promise<CheckResult> {
       return {
         name: 'proxy',
         verdict: 'warn',
-        found: `${found}transaction (or statement) pooling (${evidence.how})`,
-        advice: `PgBouncer-style transaction pooling: ${TRANSACTION_RULES}`,
-        data,
+        found: `${found}transaction (or statement) pooling (${evidence.how}); LISTEN does not work here: notifications never arrive`,
+        advice: `PgBouncer-style transaction pooling: ${TRANSACTION_RULES}. pool.listen() refuses this URL: give the pool that listens a direct connection to the server`,
+        data: { ...data, listen: 'fails' },
       };
     case 'session':
       return {
         name: 'proxy',
         verdict: 'ok',
-        found: `${found}probably session pooling (${evidence.how})`,
+        found: `${found}probably session pooling (${evidence.how}); LISTEN works, with pool.listen(channel, handler, { sessionPooler: true })`,
         advice: `each pool connection holds a server connection while it is open: keep max × instances (${want}) within PgBouncer's default_pool_size, and keep idleTimeoutMillis short so idle ones give theirs back`,
         data,
       };
