@@ -4,11 +4,11 @@ import { execFileSync, spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { chown, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { HARNESS_PASSWORD, postgresOwner } from './pgbin.js';
+import { freePort } from '../../src/throwaway/ports-and-files.js';
 import { waitFor } from './wait.js';
 import { onProcessExit } from './exit-hooks.js';
 
@@ -63,18 +63,6 @@ export function pgbouncerVersion(): string | undefined {
 function immediateSignal(): NodeJS.Signals {
   const [major = 0, minor = 0] = (/(\d+)\.(\d+)/.exec(pgbouncerVersion() ?? '') ?? []).slice(1).map(Number);
   return major > 1 || (major === 1 && minor >= 23) ? 'SIGQUIT' : 'SIGTERM';
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', resolve);
-  });
-  const address = server.address();
-  await new Promise((resolve) => server.close(resolve));
-  if (address === null || typeof address === 'string') throw new Error('Could not pick a free port');
-  return address.port;
 }
 
 function readTail(file: string, maxBytes = 4096): string {
