@@ -13,7 +13,7 @@ export interface BlackholeSummary {
 
 async function round(cluster: PgCluster): Promise<Map<string, { settleMs: number; outcome: string; laterOk: boolean; laterMs: number }>> {
   const proxy = await FaultProxy.start({ host: cluster.host, port: cluster.port });
-  const url = `postgres://${cluster.user}@${proxy.host}:${proxy.port}/${cluster.database}`;
+  const url = `postgres://${cluster.user}:${encodeURIComponent(cluster.password)}@${proxy.host}:${proxy.port}/${cluster.database}`;
   const libs: Lib[] = [lifeline(url, { query_timeout: 1000 }), pgPool(url, { query_timeout: 1000 }), postgresJs(url)];
   const out = new Map<string, { settleMs: number; outcome: string; laterOk: boolean; laterMs: number }>();
   try {
