@@ -5,7 +5,7 @@ import type { PgConnection } from './connection.js';
 import { InFlightMonitor, type MonitorOwner } from './monitor.js';
 
 /** What the maintenance loop works on. */
-export interface MaintainedPool extends MonitorOwner {
+export interface MaintainedPool {
   readonly core: ResourcePool<PgConnection>;
   validate(connection: PgConnection): Promise<boolean>;
   evict(connection: PgConnection, reason: EvictionReason, error: unknown): void;
@@ -36,10 +36,10 @@ export class Maintenance {
   #lastWall = Date.now();
   readonly #monitor: InFlightMonitor;
 
-  constructor(pool: MaintainedPool, config: ResolvedConfig) {
+  constructor(pool: MaintainedPool, config: ResolvedConfig, monitored: MonitorOwner) {
     this.#pool = pool;
     this.#config = config;
-    this.#monitor = new InFlightMonitor(config, pool);
+    this.#monitor = new InFlightMonitor(config, monitored);
     this.#tickMillis = this.#currentTick();
   }
 

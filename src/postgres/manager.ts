@@ -15,7 +15,7 @@ import { readServerSettings } from '../diagnostics/server-settings.js';
 import { ServerKnowledge, type TuningReporter } from './tuning.js';
 import { Reporter, type PoolEvents } from './reporter.js';
 import { Maintenance } from './maintenance.js';
-import { SilentConnectionError } from './silence.js';
+import { MonitorHooks } from './monitor-hooks.js';
 import { OPEN_RETRY_BASE_MILLIS, fatalOpenError, isFatalOpenError, openRetryCapMillis } from './open-policy.js';
 import { Retrier, type RetryEvent, type RetryObserver } from './retrier.js';
 
@@ -74,7 +74,7 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
       failFast: config.failFast,
     });
     this.retrier = new Retrier(config.retry, this);
-    this.#maintenance = new Maintenance(this, config);
+    this.#maintenance = new Maintenance(this, config, new MonitorHooks(this.core, this.stats, this.#report, config));
     this.#maintenance.start();
     if (config.min > 0) this.core.warm();
   }
@@ -328,39 +328,6 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
     const event: EvictionEvent = { client: connection.client, reason, error, diagnosis };
     this.#report.emit('evict', event);
     this.core.destroy(connection);
-  }
-
-  // ---- monitor of statements in flight ----
-
-  connections(): Iterable<PgConnection> {
-    return this.core.resources();
-  }
-
-  cutOff(connection: PgConnection, error: SilentConnectionError): void {
-    this.stats.monitor.cutOff++;
-    this.#report.log('warn', error.message, { host: connection.target.key, verdict: error.verdict, silentMillis: error.silentMillis });
-    this.#report.emit('monitor', { client: connection.client, host: connection.target.key, verdict: error.verdict, silentMillis: error.silentMillis });
-    connection.cutOff(error);
-  }
-
-  hostUnreachable(host: string, silentMillis: number): void {
-    this.stats.monitor.hostsDown++;
-    this.#report.log('warn', `${host} did not answer a monitor connection in ${this.#config.monitorDetectionMillis} ms; cutting off its statements in flight`, { host, silentMillis });
-    this.#report.emit('hostDown', { host, silentMillis, detectionMillis: this.#config.monitorDetectionMillis });
-    for (const connection of [...this.core.resources()]) {
-      if (connection.target.key !== host) continue;
-      // Idle ones must prove themselves alive before anyone gets them.
-      if (connection.state === 'idle') connection.generation = -1;
-      else if (connection.state === 'leased' && hasQueryInFlight(connection.client)) {
-        this.stats.monitor.cutOff++;
-        connection.cutOff(new SilentConnectionError('host-unreachable', silentMillis, host));
-      }
-    }
-  }
-
-  checked(_host: string, answered: boolean): void {
-    this.stats.monitor.checks++;
-    if (!answered) this.stats.monitor.unanswered++;
   }
 
   // ---- ResourceHooks ----
