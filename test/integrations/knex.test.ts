@@ -1,10 +1,11 @@
 // Knex over pg-lifeline's Pool (`connectionPool`, knex 3.3), against a real server (password and
-// TLS). Each fault runs twice: on pg-lifeline, whose outcome is asserted, and on Knex's own pool
-// (tarn over pg.Client, from `connection`), whose errors are only counted and printed (`figure:`
-// lines) for docs/integrations.md.
+// TLS). Each fault runs on pg-lifeline, whose outcome is asserted, and for comparison on a plain
+// pg.Pool given the same way and on Knex's own pool (tarn over pg.Client, from `connection`), whose
+// errors are only counted and printed (`figure:` lines) for docs/integrations.md.
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, test, type TestContext } from 'node:test';
 import knex, { type Knex } from 'knex';
+import * as pg from 'pg';
 import { ConnectionLostError, Pool } from '../../src/index.js';
 import { PgCluster } from '../harness/cluster.js';
 import { newTally, report, settle, watchProcess, type Tally } from './fault-tally.js';
@@ -12,8 +13,9 @@ import { SCHEMA, killBlocking, paymentCount, settled } from './orm-shared.js';
 import { waitFor } from '../harness/wait.js';
 
 const setups = [
-  { name: 'pg-lifeline (connectionPool)', lifeline: true },
-  { name: 'Knex default (tarn + pg)', lifeline: false },
+  { name: 'pg-lifeline (connectionPool)', kind: 'lifeline', lifeline: true },
+  { name: 'pg.Pool (connectionPool)', kind: 'pg.Pool', lifeline: false },
+  { name: 'Knex default (tarn + pg)', kind: 'tarn', lifeline: false },
 ] as const;
 type Setup = (typeof setups)[number];
 
@@ -46,10 +48,21 @@ async function withKnex(t: TestContext, setup: Setup, fn: (s: Session) => Promis
   const app = `knex-${process.pid}-${++seq}`;
   const tally = newTally();
   const config = { ...cluster.clientConfig(), application_name: app };
-  const pool = setup.lifeline ? new Pool({ ...config, max: 3 }) : undefined;
-  pool?.on('error', (error: unknown) => void tally.pool.push(error));
+  const pool = setup.kind === 'lifeline' ? new Pool({ ...config, max: 3 }) : undefined;
+  const plain = setup.kind === 'pg.Pool' ? new pg.Pool({ ...config, max: 3 }) : undefined;
+  const onPoolError = (error: unknown): void => void tally.pool.push(error);
+  pool?.on('error', onPoolError);
+  plain?.on('error', onPoolError);
+  plain?.on('connect', (client) =>
+    client.on('error', (error: unknown) => {
+      // Knex adds no 'error' listener to a client it was handed, and pg.Pool none while it is
+      // checked out: with only this one, the error would have crashed the process.
+      if (client.listenerCount('error') === 1) tally.escaped.push(error);
+    }),
+  );
+  const given = pool ?? plain;
   // No cast: the type check of `connectionPool` is part of the test.
-  const db = pool ? knex({ client: 'pg', connectionPool: pool }) : knex({ client: 'pg', connection: config, pool: { min: 0, max: 3 } });
+  const db = given ? knex({ client: 'pg', connectionPool: given }) : knex({ client: 'pg', connection: config, pool: { min: 0, max: 3 } });
   const unwatch = watchProcess(tally);
   try {
     await fn({ db, app, tally, pool });
@@ -57,6 +70,7 @@ async function withKnex(t: TestContext, setup: Setup, fn: (s: Session) => Promis
     unwatch();
     await db.destroy();
     if (pool && !pool.ending) await pool.end();
+    await plain?.end();
     report(t, 'Knex', setup.name, tally);
   }
   if (setup.lifeline) assert.deepEqual(tally.escaped, [], 'nothing may reach the process as an unhandled error');

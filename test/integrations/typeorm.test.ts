@@ -85,9 +85,10 @@ async function withDataSource(t: TestContext, driver: Driver, extra: Record<stri
     poolErrorHandler: (error: unknown) => void tally.pool.push(error),
   });
   const unwatch = watchProcess(tally);
+  let pool: unknown;
   try {
     await ds.initialize();
-    const pool = (ds.driver as unknown as { master: unknown }).master;
+    pool = (ds.driver as unknown as { master: unknown }).master;
     assert.equal(pool instanceof Pool, driver.lifeline, 'TypeORM built its pool from the driver it was given');
     await fn({ ds, app, tally });
   } finally {
@@ -95,6 +96,8 @@ async function withDataSource(t: TestContext, driver: Driver, extra: Record<stri
     if (ds.isInitialized) await ds.destroy();
     report(t, 'TypeORM', driver.name, tally);
   }
+  // TypeORM built the pool, so dataSource.destroy() ends it (pool.end with a callback).
+  if (pool instanceof Pool) assert.equal(pool.ended, true);
   if (driver.lifeline) assert.deepEqual(tally.escaped, [], 'nothing may reach the process as an unhandled error');
   return tally;
 }
