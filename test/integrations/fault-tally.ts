@@ -34,13 +34,19 @@ export function watchProcess(tally: Tally): () => void {
 
 /** One line per case and pool, greppable as `figure:` in the test output. */
 export function report(t: TestContext, library: string, pool: string, tally: Tally): void {
-  const first = tally.app[0] ?? tally.pool[0];
-  const sample = first === undefined ? '' : ` (first: ${describe(first)})`;
-  t.diagnostic(`figure: ${library} | ${t.name} | ${pool} | app errors ${tally.app.length} | pool 'error' events ${tally.pool.length} | unhandled ${tally.escaped.length}${sample}`);
+  t.diagnostic(`figure: ${library} | ${t.name} | ${pool} | app errors ${tally.app.length} | pool 'error' events ${tally.pool.length} | unhandled ${tally.escaped.length}`);
+  for (const [kind, errors] of [['app', tally.app], ['unhandled', tally.escaped]] as const) {
+    const counts = new Map<string, number>();
+    for (const error of errors) {
+      const text = describe(error);
+      counts.set(text, (counts.get(text) ?? 0) + 1);
+    }
+    for (const [text, n] of counts) t.diagnostic(`  ${kind} ${n}x ${text}`);
+  }
 }
 
 function describe(error: unknown): string {
   if (!(error instanceof Error)) return String(error);
   const code = (error as { code?: unknown }).code;
-  return `${error.name}${typeof code === 'string' ? ` ${code}` : ''}: ${error.message.split('\n')[0]}`;
+  return `${error.name}${typeof code === 'string' ? ` ${code}` : ''}: ${error.message.split('\n')[0]?.slice(0, 160)}`;
 }
