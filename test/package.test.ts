@@ -165,10 +165,8 @@ describe('built package', () => {
     const report = JSON.parse(stdout.trim()) as Record<'cjs' | 'esm', { exported: string[]; isLifelinePool: boolean; instanceofPgPool: boolean; pgOwn: string[]; resolved: string }>;
     const exported = ['Client', 'Connection', 'DatabaseError', 'Pool', 'Query', 'Result', 'TypeOverrides', 'defaults', 'escapeIdentifier', 'escapeLiteral', 'types'];
     const expected = { exported, isLifelinePool: true, instanceofPgPool: true, pgOwn: [] };
-    assert.deepEqual({ ...report.cjs, resolved: undefined }, { ...expected, resolved: undefined });
-    assert.deepEqual({ ...report.esm, resolved: undefined }, { ...expected, resolved: undefined });
-    assert.equal(report.cjs.resolved, distFile('pg.cjs'));
-    assert.equal(report.esm.resolved, pathToFileURL(distFile('pg.js')).href);
+    assert.deepEqual(report.cjs, { ...expected, resolved: distFile('pg.cjs') });
+    assert.deepEqual(report.esm, { ...expected, resolved: pathToFileURL(distFile('pg.js')).href });
     // One set of declarations; the ESM one re-exports it, and neither bundles the library again.
     assert.match(readFileSync(distFile('pg.d.cts'), 'utf8'), /export \{ Pool, PoolOptions \} from '\.\/index\.cjs'/);
     assert.match(readFileSync(distFile('pg.d.ts'), 'utf8'), /export \* from '\.\/pg\.cjs'/);

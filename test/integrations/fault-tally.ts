@@ -10,6 +10,7 @@ export interface Tally {
   readonly escaped: unknown[];
 }
 
+/** An empty tally, one per case and pool. */
 export function newTally(): Tally {
   return { app: [], pool: [], escaped: [] };
 }

@@ -8,9 +8,9 @@ import knex, { type Knex } from 'knex';
 import * as pg from 'pg';
 import { ConnectionLostError, Pool } from '../../src/index.js';
 import { PgCluster } from '../harness/cluster.js';
+import { waitFor } from '../harness/wait.js';
 import { newTally, report, settle, watchProcess, type Tally } from './fault-tally.js';
 import { SCHEMA, killBlocking, paymentCount, settled } from './orm-shared.js';
-import { waitFor } from '../harness/wait.js';
 
 const setups = [
   { name: 'pg-lifeline (connectionPool)', kind: 'lifeline', lifeline: true },
