@@ -138,6 +138,40 @@ describe('built package', () => {
     assert.deepEqual(cjs.configError, esm.configError);
   });
 
+  test('pg-lifeline/pg: the library\'s Pool and pg\'s own types, Client and defaults, from both formats', async () => {
+    // TypeORM's `driver` option calls `new driver.Pool(options)` and reads `driver.defaults`.
+    const code = `
+      import { createRequire } from 'node:module';
+      const require = createRequire(import.meta.url);
+      const pg = require('pg');
+      const lib = require(${JSON.stringify(distFile('index.cjs'))});
+      const cjs = require(${JSON.stringify(distFile('pg.cjs'))});
+      const esm = await import(${JSON.stringify(pathToFileURL(distFile('pg.js')).href)});
+      const report = {};
+      for (const [format, mod] of [['cjs', cjs], ['esm', esm]]) {
+        const pool = new mod.Pool();
+        report[format] = {
+          exported: Object.keys(mod).filter((k) => k !== '__esModule').sort(),
+          isLifelinePool: mod.Pool === lib.Pool,
+          instanceofPgPool: pool instanceof pg.Pool,
+          pgOwn: ['Client', 'Query', 'Connection', 'Result', 'TypeOverrides', 'DatabaseError', 'types', 'defaults', 'escapeIdentifier', 'escapeLiteral'].filter((k) => mod[k] !== pg[k]),
+          resolved: format === 'cjs' ? require.resolve('pg-lifeline/pg') : import.meta.resolve('pg-lifeline/pg'),
+        };
+        await pool.end();
+      }
+      console.log(JSON.stringify(report));
+    `;
+    const { stdout } = await execFileAsync(process.execPath, ['--input-type=module', '-e', code], { cwd: root, timeout: 20_000 });
+    const report = JSON.parse(stdout.trim()) as Record<'cjs' | 'esm', { exported: string[]; isLifelinePool: boolean; instanceofPgPool: boolean; pgOwn: string[]; resolved: string }>;
+    const exported = ['Client', 'Connection', 'DatabaseError', 'Pool', 'Query', 'Result', 'TypeOverrides', 'defaults', 'escapeIdentifier', 'escapeLiteral', 'types'];
+    const expected = { exported, isLifelinePool: true, instanceofPgPool: true, pgOwn: [] };
+    assert.deepEqual(report.cjs, { ...expected, resolved: distFile('pg.cjs') });
+    assert.deepEqual(report.esm, { ...expected, resolved: pathToFileURL(distFile('pg.js')).href });
+    // One set of declarations; the ESM one re-exports it, and neither bundles the library again.
+    assert.match(readFileSync(distFile('pg.d.cts'), 'utf8'), /export \{ Pool, PoolOptions \} from '\.\/index\.cjs'/);
+    assert.match(readFileSync(distFile('pg.d.ts'), 'utf8'), /export \* from '\.\/pg\.cjs'/);
+  });
+
   test('the built CLI runs: --version and --help', async () => {
     const cli = distFile('cli.cjs');
     const { stdout: version } = await execFileAsync(process.execPath, [cli, '--version'], { cwd: root, timeout: 20_000 });

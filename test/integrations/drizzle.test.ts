@@ -8,7 +8,7 @@ import { integer, pgTable, text } from 'drizzle-orm/pg-core';
 import { ConnectionLostError, OutcomeUnknownError, isConnectionError, isOutcomeUnknown, type Pool } from '../../src/index.js';
 import { PgCluster } from '../harness/cluster.js';
 import { waitFor } from '../harness/wait.js';
-import { SCHEMA, paymentCount, running, settled, terminate, warm, withPool } from './orm-shared.js';
+import { SCHEMA, killBlocking, paymentCount, running, settled, terminate, warm, withPool } from './orm-shared.js';
 
 const items = pgTable('items', { id: integer().primaryKey(), label: text().notNull() });
 const payments = pgTable('payments', { ref: text().notNull(), amount: integer().notNull() });
@@ -40,30 +40,6 @@ async function backendPid(db: Pick<Db, 'execute'>): Promise<number> {
   const pid = rows[0]?.pid;
   assert.ok(typeof pid === 'number');
   return pid;
-}
-
-/**
- * Sends each backend SIGTERM, which is what pg_terminate_backend does, and blocks the thread until
- * they have exited. Their goodbyes are then waiting on the sockets, but with the event loop
- * blocked the pool cannot have read them: the app's next statements go out on dead connections.
- */
-function killBlocking(pids: readonly number[]): void {
-  for (const pid of pids) process.kill(pid, 'SIGTERM');
-  const cell = new Int32Array(new SharedArrayBuffer(4));
-  const deadline = Date.now() + 10_000;
-  while (pids.some(isAlive)) {
-    if (Date.now() > deadline) throw new Error(`backends ${pids.join(', ')} did not exit`);
-    Atomics.wait(cell, 0, 0, 5);
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /** A read, a write and a transaction at once, so that each takes its own connection. */

@@ -1,5 +1,5 @@
-// Helpers for the Drizzle and Kysely suites: a pool per test, kills aimed at its backends, and the
-// checks that the pool came through a fault healthy and let nothing escape to the process.
+// Helpers for the ORM suites (Drizzle, Kysely, TypeORM, Knex): a pool per test, kills aimed at its
+// backends, and the checks that the pool came through a fault healthy and let nothing escape to the process.
 import assert from 'node:assert/strict';
 import { Pool, type PoolOptions, type PoolStats } from '../../src/index.js';
 import type { PgCluster } from '../harness/cluster.js';
@@ -53,6 +53,30 @@ export async function terminate(cluster: PgCluster, pool: Pool, pid: number): Pr
   const before = pool.stats().invalidations;
   await cluster.query('SELECT pg_terminate_backend($1)', [pid]);
   await waitFor(`the pool to see backend ${pid} die`, () => pool.stats().invalidations > before);
+}
+
+/**
+ * Sends each backend SIGTERM, which is what pg_terminate_backend does, and blocks the thread until
+ * they have exited. Their goodbyes are then waiting on the sockets, but with the event loop
+ * blocked the pool cannot have read them: the app's next statements go out on dead connections.
+ */
+export function killBlocking(pids: readonly number[]): void {
+  for (const pid of pids) process.kill(pid, 'SIGTERM');
+  const cell = new Int32Array(new SharedArrayBuffer(4));
+  const deadline = Date.now() + 10_000;
+  while (pids.some(isAlive)) {
+    if (Date.now() > deadline) throw new Error(`backends ${pids.join(', ')} did not exit`);
+    Atomics.wait(cell, 0, 0, 5);
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 /** Waits until a statement of backend `pid` is running, so that a kill lands in the middle of it. */

@@ -82,13 +82,23 @@ interface RuntimeReport {
   entry: string;
 }
 
+/** What the `pg-lifeline/pg` fixtures report. */
+interface PgModuleReport {
+  answer: number;
+  isLifelinePool: boolean;
+  instanceofPgPool: boolean;
+  sameTypes: boolean;
+  sameClient: boolean;
+  entry: string;
+}
+
 /** Runs a runtime fixture in the consumer project, on `node` (by default the one running the tests). */
-async function runFixture(name: string, node = process.execPath): Promise<RuntimeReport> {
+async function runFixture<Report = RuntimeReport>(name: string, node = process.execPath): Promise<Report> {
   const cluster = await clusterStart;
   assert.ok(cluster);
   await copyFile(path.join(fixtures, name), path.join(app, name));
   const stdout = await run(node, [name], app, { ...process.env, DATABASE_URL: cluster.connectionString() });
-  return JSON.parse(stdout.trim().split('\n').at(-1) ?? '') as RuntimeReport;
+  return JSON.parse(stdout.trim().split('\n').at(-1) ?? '') as Report;
 }
 
 /** Type-checks `files` (copies of the usage fixture) in the consumer project under `options`. */
@@ -186,6 +196,16 @@ describe('the packed package in a fresh project', () => {
       entry: path.join(app, 'node_modules', 'pg-lifeline', 'dist', 'index.cjs'),
     });
   });
+
+  // TypeORM's `driver` option takes a pg-shaped module: everything pg's, except the Pool.
+  for (const [fixture, format] of [['pg-esm.mjs', 'ESM'], ['pg-cjs.cjs', 'CommonJS']] as const) {
+    test(`pg-lifeline/pg from ${format}: the library's Pool beside pg's own types and Client`, async () => {
+      const report = await runFixture<PgModuleReport>(fixture);
+      const file = path.join(app, 'node_modules', 'pg-lifeline', 'dist', format === 'ESM' ? 'pg.js' : 'pg.cjs');
+      const entry = format === 'ESM' ? pathToFileURL(file).href : file;
+      assert.deepEqual(report, { answer: 42, isLifelinePool: true, instanceofPgPool: true, sameTypes: true, sameClient: true, entry });
+    });
+  }
 
   // The suite runs on one Node.js; the packed package is also run on every other supported line.
   for (const version of NODE_VERSIONS) {

@@ -1,0 +1,29 @@
+/**
+ * `pg-lifeline/pg`: the `pg` module with pg-lifeline's Pool in place of pg's, for libraries that
+ * take a driver module and build their own pool from it (TypeORM's `driver` option). Everything
+ * else is pg's own object, not a copy: `types`, `defaults` and the classes keep their identity, so a
+ * type parser registered through either module applies to both.
+ *
+ * pg's lazy `native` binding is left out: a library that finds it switches to pg-native's Client,
+ * which the Pool does not support.
+ */
+export { Pool } from './index.js';
+export type { PoolOptions } from './index.js';
+export { Client, Query, Connection, Result, TypeOverrides, DatabaseError, types, defaults, escapeIdentifier, escapeLiteral } from 'pg';
+export type {
+  ClientConfig,
+  ConnectionConfig,
+  PoolClient,
+  QueryConfig,
+  QueryArrayConfig,
+  QueryConfigValues,
+  QueryResult,
+  QueryArrayResult,
+  QueryResultBase,
+  QueryResultRow,
+  FieldDef,
+  Notification,
+  Submittable,
+  CustomTypesConfig,
+  Defaults,
+} from 'pg';
