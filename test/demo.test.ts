@@ -74,7 +74,13 @@ test('the demo runs both libraries through every fault and prints the table', ()
 test('the headline sums up both libraries, and pg-lifeline neither crashed nor hung', () => {
   const headline = run.stdout.split('\n').find((l) => l.startsWith('pg.Pool: '));
   assert.ok(headline, `no headline in:\n${run.stdout}`);
-  assert.match(headline, /^pg\.Pool: (no errors|\d+ errors[^;]*), \d+ crashes, \d+ hung; pg-lifeline: (no errors|\d+ errors[^;]*), 0 crashes, 0 hung\.$/);
+  const lib = '(no errors|\\d+ errors[^;]*), (\\d+) crashes, (\\d+) hung, LISTEN got (\\d+)/(\\d+)[^;]*';
+  const match = new RegExp(`^pg\\.Pool: ${lib}; pg-lifeline: ${lib}\\.$`).exec(headline);
+  assert.ok(match, headline);
+  const [, , , , pgHeard, sent, , lifelineCrashes, lifelineHung, lifelineHeard] = match;
+  assert.deepEqual([lifelineCrashes, lifelineHung], ['0', '0'], headline);
+  // The publisher sent at least one notification a second for most of the run, and pg-lifeline's listener got some.
+  assert.ok(Number(sent) > 0 && Number(lifelineHeard) > 0 && Number(pgHeard) <= Number(sent), headline);
 });
 
 test('the per-fault table has a row for each fault with both libraries\' cells', () => {
@@ -84,8 +90,8 @@ test('the per-fault table has a row for each fault with both libraries\' cells',
   for (const fault of FAULTS) {
     const line = run.stdout.split('\n').find((l) => new RegExp(`^\\d+\\.\\d s [^\\n]*${fault}`).test(l));
     assert.ok(line, `no per-fault row for ${fault}`);
-    // Five counts and "first ok" (ms or never) for each library.
-    assert.match(line, /(\s+\d+){5}\s+(\d+ ms|never)(\s+\d+){5}\s+(\d+ ms|never)\s*$/, line);
+    // Five counts, "first ok" (ms or never) and LISTEN's heard/sent for each library.
+    assert.match(line, /(\s+\d+){5}\s+(\d+ ms|never)\s+\d+\/\d+(\s+\d+){5}\s+(\d+ ms|never)\s+\d+\/\d+\s*$/, line);
   }
 });
 
@@ -118,7 +124,7 @@ test('the report renders in headless Chromium', { skip: existsSync(CHROMIUM) ? f
     // Idle gaps are shaded apart from outages, and the legend says which is which.
     assert.ok((await page.locator('svg g.idle rect.gap').count()) >= 2, 'idle gaps are not shaded');
     assert.match(await page.locator('.legend').last().innerText(), /idle gap/);
-    assert.match(await page.locator('#headline').innerText(), /^pg\.Pool: .*; pg-lifeline: .*0 crashes, 0 hung\.$/);
+    assert.match(await page.locator('#headline').innerText(), /^pg\.Pool: .*; pg-lifeline: .*, 0 crashes, 0 hung, LISTEN got \d+\/\d+/);
     const faultRows = await page.locator('#faults tr[data-fault]').allTextContents();
     for (const fault of FAULTS) assert.ok(faultRows.some((r) => r.includes(fault)), `no per-fault row for ${fault} in the report`);
     assert.equal(await page.locator('table.errors').count() + (await page.getByText('No errors.').count()), 2);

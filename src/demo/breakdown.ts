@@ -18,6 +18,9 @@ export interface Cell {
   hung: number;
   /** ms from the fault's end (an idle window: each gap's end, the worst) to the next success; null: none. */
   firstOkMs: number | null;
+  /** LISTEN lane: notifications sent in this row's span, and how many of them this library's listener got. */
+  sent: number;
+  heard: number;
 }
 
 /** One row of the per-fault table. */
@@ -49,7 +52,7 @@ export function firstSuccessMs(window: FaultWindow, okTicks: number[]): number |
   return worst;
 }
 
-const emptyCell = (): Cell => ({ unknown: 0, notApplied: 0, other: 0, crashes: 0, hung: 0, firstOkMs: null });
+const emptyCell = (): Cell => ({ unknown: 0, notApplied: 0, other: 0, crashes: 0, hung: 0, firstOkMs: null, sent: 0, heard: 0 });
 const OUTCOME_FIELD: Record<ErrorOutcome, 'unknown' | 'notApplied' | 'other'> = { unknown: 'unknown', 'not-applied': 'notApplied', other: 'other' };
 
 /** One row per fault window, after a row for whatever happened outside them. */
@@ -62,6 +65,12 @@ export function faultRows(result: DemoResult): FaultRow[] {
     return between;
   };
   for (const lib of result.libs) {
+    const heard = new Set(lib.heard);
+    for (const sentAt of result.sent) {
+      const cell = rowAt(sentAt / 1000).cells[lib.lib];
+      cell.sent++;
+      if (heard.has(sentAt)) cell.heard++;
+    }
     for (const [startMs, key] of lib.errorsAt) {
       const kind = lib.errorKinds[key];
       if (kind) rowAt(startMs / 1000).cells[lib.lib][OUTCOME_FIELD[kind.outcome]]++;
@@ -85,14 +94,28 @@ function totals(lib: LibSummary): { errors: number; unknown: number; notApplied:
   return t;
 }
 
+/** The last notifications count as delivered only after this long. */
+const DELIVERY_MS = 1_500;
+
+/** Whether the library's listener still received notifications at the end of the run; null: none were sent then. */
+export function listenerAlive(lib: LibSummary, sent: number[], seconds: number): boolean | null {
+  const recent = sent.filter((t) => t <= seconds * 1000 - DELIVERY_MS).slice(-2);
+  if (recent.length === 0) return null;
+  const heard = new Set(lib.heard);
+  return recent.some((t) => heard.has(t));
+}
+
 /** One sentence with each library's totals. */
-export function headline(libs: LibSummary[]): string {
+export function headline(libs: LibSummary[], sent: number[], seconds: number): string {
   const parts = libs.map((lib) => {
+    const heard = new Set(lib.heard);
+    const alive = listenerAlive(lib, sent, seconds);
+    const listen = `, LISTEN got ${sent.filter((t) => heard.has(t)).length}/${sent.length}${alive === null ? '' : alive ? ' and was alive at the end' : ' and was deaf at the end'}`;
     const t = totals(lib);
     const split = `${t.unknown} outcome unknown, ${t.notApplied} not applied`;
     const errors =
       t.errors === 0 ? 'no errors' : t.other === 0 ? `${t.errors} errors, all honest (${split})` : `${t.errors} errors (${split}, ${t.other} that do not say)`;
-    return `${LABEL[lib.lib]}: ${errors}, ${lib.crashes} crashes, ${lib.hung} hung`;
+    return `${LABEL[lib.lib]}: ${errors}, ${lib.crashes} crashes, ${lib.hung} hung${sent.length ? listen : ''}`;
   });
   return `${parts.join('; ')}.`;
 }
@@ -105,6 +128,7 @@ export const CELL_COLUMNS: Array<[string, (c: Cell) => string]> = [
   ['crashes', (c) => String(c.crashes)],
   ['hung', (c) => String(c.hung)],
   ['first ok', (c) => (c.firstOkMs === null ? 'never' : `${c.firstOkMs} ms`)],
+  ['notified', (c) => `${c.heard}/${c.sent}`],
 ];
 
 /** Lays out rows of cells in aligned columns: the first left-aligned, the rest right-aligned. */
@@ -165,7 +189,7 @@ export function shorten(text: string, max: number): string {
 }
 
 /** The error summaries for the terminal: each group, with one example message. */
-export function errorText(libs: LibSummary[], perLib = 6, exampleMax = 400): string {
+export function errorText(libs: LibSummary[], perLib = 6, exampleMax = 700): string {
   const lines: string[] = [];
   for (const lib of libs) {
     const groups = errorGroups(lib);

@@ -62,8 +62,9 @@ function faultTable(result: DemoResult): string {
     const cells = libs.map((lib) =>
       CELL_COLUMNS.map(([name, get]) => {
         const text = row.start === null && name === 'first ok' ? '-' : get(row.cells[lib]);
-        const bad = text !== '0' && text !== '-' && !text.endsWith(' ms') ? ' class="bad"' : '';
-        return `<td${bad}>${escape(text)}</td>`;
+        const [heard, sent] = name === 'notified' ? text.split('/') : [];
+        const bad = name === 'notified' ? heard !== sent : text !== '0' && text !== '-' && !text.endsWith(' ms');
+        return `<td${bad ? ' class="bad"' : ''}>${escape(text)}</td>`;
       }).join(''),
     );
     return `<tr data-fault="${escape(row.label)}"><th>${escape(rowLabel(row))}</th>${cells.join('')}</tr>`;
@@ -111,7 +112,7 @@ svg{width:100%;height:auto;background:#fafafa}.outage{fill:#f03e3e;fill-opacity:
 .note{color:#666}
 </style></head><body>
 <h1>pg.Pool vs pg-lifeline under faults</h1>
-<p id="headline">${escape(headline(result.libs))}</p>
+<p id="headline">${escape(headline(result.libs, result.sent, result.seconds))}</p>
 <p>The same workload (reads, inserts, transfers in transactions, each library on its own rows; ${result.seconds} s) ran through
 plain <code>pg.Pool</code> (with a pool <code>error</code> listener, as its docs advise) and through pg-lifeline (no
 listener, default options, no <code>query_timeout</code>), each in its own process, through a fault proxy in front of
@@ -121,7 +122,9 @@ ${faultTable(result)}
 <p class="note">Each op counts under the fault that last struck before it started (from ${LEAD_SECONDS} s before it, for ops
 already in flight). <b>unknown</b>: the error says the work may have taken effect (<code>isOutcomeUnknown(err)</code>);
 <b>not applied</b>: it says the work did not take effect; <b>other</b>: it does not say. <b>hung</b>: ops still pending
-after the watchdog. <b>first ok</b>: from the fault's end (an idle window: each idle gap's end, the worst) to the next success.</p>
+after the watchdog. <b>first ok</b>: from the fault's end (an idle window: each idle gap's end, the worst) to the next success.
+<b>notified</b>: the LISTEN lane, where a publisher NOTIFYs once a second: notifications received of those sent in the row's
+span (pg-lifeline: <code>pool.listen()</code>; pg.Pool: a checked-out client's <code>LISTEN</code>, as pg's docs show).</p>
 <h2>Totals</h2>
 ${totalsTable(result)}
 <p class="legend">${libLegend}</p>

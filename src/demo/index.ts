@@ -14,6 +14,7 @@ import { findServerBinaries, ServerBinariesNotFoundError } from '../throwaway/bi
 import { createTables, dropTables, startThrowaway, urlTarget, type Target } from './server.js';
 import { errorText, faultRows, faultTextTable, headline } from './breakdown.js';
 import { summarize, textTable } from './summary.js';
+import { startPublisher } from './listen.js';
 import { runWorker, WORKER_ENV } from './worker.js';
 
 export const DEMO_USAGE = `Usage: pg-lifeline demo [options]
@@ -90,9 +91,11 @@ export async function runDemo(argv: string[]): Promise<number> {
     log(`server: ${target.describe}; both libraries connect through a fault proxy on 127.0.0.1:${proxy.port}`);
     const result = await play(args, target, proxy, aborter.signal);
     if (!result) return 130;
-    log(`\n${headline(result.libs)}\n\n${faultTextTable(faultRows(result), LIBS)}\n`);
+    log(`\n${headline(result.libs, result.sent, result.seconds)}\n\n${faultTextTable(faultRows(result), LIBS)}\n`);
     log(`unknown: the error says the work may have taken effect; not applied: it says it did not; other: it does not say.`);
-    log(`first ok: from the fault's end (an idle window: each idle gap's end, the worst) to the next success.\n`);
+    log(`first ok: from the fault's end (an idle window: each idle gap's end, the worst) to the next success.`);
+    log(`notified: LISTEN notifications received of those sent in the row's span (one a second).\n`);
+    for (const lib of result.libs) for (const error of lib.listenErrors) log(`${LABEL[lib.lib]} could not LISTEN: ${error}`);
     log(`${textTable(result.libs)}\n\n${errorText(result.libs)}`);
     await writeFile(args.report, renderHtml(result, new Date()));
     log(`\nreport: ${args.report}`);
@@ -113,6 +116,7 @@ async function play(args: DemoArgs, target: Target, proxy: FaultProxy, signal: A
   const workers = LIBS.map(
     (lib) => new Supervisor({ lib, conn: target.via(proxy.host, proxy.port), t0, endAt, workers: WORKERS, idPrefix: ID_PREFIX[lib], appPrefix: APP_PREFIX }),
   );
+  const publisher = startPublisher(target, t0, endAt);
   const ctx: FaultContext = { target, proxy, workers, t0, seconds: args.seconds, appPrefix: APP_PREFIX, windows: [], skipped: [], signal };
   const tty = process.stdout.isTTY === true;
   let current = 'warming up';
@@ -135,6 +139,7 @@ async function play(args: DemoArgs, target: Target, proxy: FaultProxy, signal: A
     // Bounded: each worker is SIGKILLed a grace period after endAt.
     await Promise.race([Promise.all(workers.map((w) => w.done)), new Promise((resolve) => signal.addEventListener('abort', resolve))]);
   } finally {
+    await publisher.stop();
     clearInterval(ticker);
     if (tty) process.stdout.write(`\r\x1b[K${line()}\n`);
   }
@@ -143,7 +148,7 @@ async function play(args: DemoArgs, target: Target, proxy: FaultProxy, signal: A
   for (const note of ctx.skipped) log(`note: ${note}`);
   const libs = [];
   for (const w of workers) libs.push(await summarize(target, w, args.seconds, ctx.windows));
-  return { seconds: args.seconds, server: target.describe, windows: ctx.windows, skipped: ctx.skipped, libs };
+  return { seconds: args.seconds, sent: publisher.sent, server: target.describe, windows: ctx.windows, skipped: ctx.skipped, libs };
 }
 
 function log(text: string): void {

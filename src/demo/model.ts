@@ -18,6 +18,7 @@ export const TABLES = { accounts: 'pg_lifeline_demo_accounts', ledger: 'pg_lifel
 /** Resolution of the success times a worker reports, for "time to first success". */
 export const TICK_MS = 10;
 
+/** What the parent tells a worker, through WORKER_ENV. */
 export interface WorkerConfig {
   lib: Lib;
   conn: pg.ClientConfig;
@@ -46,6 +47,7 @@ export interface ErrorKind {
   count: number;
 }
 
+/** What a worker sends back, last thing before it exits. */
 export interface WorkerReport {
   lib: Lib;
   /** Successes and errors per 1 s bucket from t0 (sparse). */
@@ -61,6 +63,10 @@ export interface WorkerReport {
   errorKinds: Record<string, ErrorKind>;
   /** Each error as [start ms from t0, kind key]. */
   errorsAt: Array<[number, string]>;
+  /** Payloads (send times, ms from t0) the LISTEN lane's listener received. */
+  heard: number[];
+  /** Why the listener could not listen at all. */
+  listenError?: string;
 }
 
 /** A stretch inside a fault window (e.g. an idle gap), in seconds from t0. */
@@ -76,6 +82,7 @@ export interface FaultWindow extends Span {
   gaps?: Span[];
 }
 
+/** One library's run, every incarnation of its worker merged. */
 export interface LibSummary {
   lib: Lib;
   ok: number;
@@ -93,10 +100,15 @@ export interface LibSummary {
   crashAt: number[];
   errorKinds: Record<string, ErrorKind>;
   errorsAt: Array<[number, string]>;
+  heard: number[];
+  listenErrors: string[];
 }
 
+/** Everything the report shows. */
 export interface DemoResult {
   seconds: number;
+  /** Send times (ms from t0) of the LISTEN lane's notifications. */
+  sent: number[];
   server: string;
   windows: FaultWindow[];
   skipped: string[];

@@ -50,6 +50,8 @@ export async function summarize(target: Target, worker: Supervisor, seconds: num
     crashAt: [...worker.crashAt],
     errorKinds,
     errorsAt: worker.reports.flatMap((r) => r.errorsAt),
+    heard: worker.reports.flatMap((r) => r.heard),
+    listenErrors: worker.reports.flatMap((r) => (r.listenError === undefined ? [] : [r.listenError])),
   };
 }
 

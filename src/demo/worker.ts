@@ -13,6 +13,7 @@ import { Pool } from '../index.js';
 import { isOutcomeUnknown, LifelineError, unwrap } from '../errors.js';
 import { ACCOUNTS, TABLES, TICK_MS, type ErrorOutcome, type Lib, type WorkerConfig, type WorkerReport } from './model.js';
 import { settleWithin } from '../throwaway/wait.js';
+import { listenFor } from './listen.js';
 
 export const WORKER_ENV = 'PG_LIFELINE_DEMO_WORKER';
 /**
@@ -30,7 +31,7 @@ interface DemoPool {
 }
 
 export async function runWorker(config: WorkerConfig): Promise<number> {
-  const report: WorkerReport = { lib: config.lib, ok: [], errors: [], okTicks: [], hungAt: [], acked: [], errorKinds: {}, errorsAt: [] };
+  const report: WorkerReport = { lib: config.lib, ok: [], errors: [], okTicks: [], hungAt: [], acked: [], errorKinds: {}, errorsAt: [], heard: [] };
   const okTicks = new Set<number>();
   let printed = false;
   const print = (): void => {
@@ -44,7 +45,9 @@ export async function runWorker(config: WorkerConfig): Promise<number> {
   if (config.lib === 'pg-lifeline') process.on('uncaughtException', (error) => noteError(report, Date.now() - config.t0, error, 'uncaught: '));
 
   // The same options for both, and no query_timeout: pg-lifeline's defaults bound a dead network.
-  const poolConfig = { ...config.conn, max: config.workers, connectionTimeoutMillis: 5_000, application_name: `${config.appPrefix}${config.lib}` };
+  // pg.Pool's listener holds one client for good; pg-lifeline's LISTEN session is not counted against max.
+  const max = config.lib === 'pg' ? config.workers + 1 : config.workers;
+  const poolConfig = { ...config.conn, max, connectionTimeoutMillis: 5_000, application_name: `${config.appPrefix}${config.lib}` };
   const pool: DemoPool = config.lib === 'pg' ? (new pg.Pool(poolConfig) as DemoPool) : (new Pool(poolConfig) as unknown as DemoPool);
   // As pg's docs tell every app to; pg-lifeline needs no listener.
   if (config.lib === 'pg') pool.on('error', () => {});
@@ -91,6 +94,9 @@ export async function runWorker(config: WorkerConfig): Promise<number> {
     }
   };
 
+  const heard = await listenFor(config.lib, pool);
+  report.heard = heard.at;
+  if (heard.error !== undefined) report.listenError = heard.error;
   await delay(Math.max(0, config.t0 - Date.now())); // both libraries start together
   const loop = async (): Promise<void> => {
     while (Date.now() < config.endAt) {
@@ -105,7 +111,7 @@ export async function runWorker(config: WorkerConfig): Promise<number> {
   await Promise.all(Array.from({ length: config.workers }, loop)); // each op is bounded by its watchdog
   clearInterval(progress);
   // pg.Pool's end() waits for ever on a client that is still checked out.
-  await Promise.race([pool.end().catch(() => undefined), delay(3_000)]);
+  await Promise.race([heard.close().then(() => pool.end()).catch(() => undefined), delay(3_000)]);
   writeLine(`P ${ok} ${errors}`);
   print();
   return 0;
