@@ -95,7 +95,7 @@ export async function runDemo(argv: string[]): Promise<number> {
     log(`unknown: the error says the work may have taken effect; not applied: it says it did not; other: it does not say.`);
     log(`first ok: from the fault's end (an idle window: each idle gap's end, the worst) to the next success.`);
     log(`notified: LISTEN notifications received of those sent in the row's span (one a second).\n`);
-    for (const lib of result.libs) for (const error of lib.listenErrors) log(`${LABEL[lib.lib]} could not LISTEN: ${error}`);
+    for (const lib of result.libs) for (const error of lib.listenErrors) log(`${LABEL[lib.lib]}: a worker process could not LISTEN: ${error}\n`);
     log(`${textTable(result.libs)}\n\n${errorText(result.libs)}`);
     await writeFile(args.report, renderHtml(result, new Date()));
     log(`\nreport: ${args.report}`);

@@ -17,7 +17,10 @@ export interface Publisher {
   stop(): Promise<void>;
 }
 
-/** NOTIFYs once a second from t0 to endAt, each on a fresh connection, so a fault on the server only costs the sends it hits. */
+/**
+ * NOTIFYs once a second from 1 s after t0 (the workers' listeners are up by then) to endAt, each
+ * on a fresh connection, so a fault on the server only costs the sends it hits.
+ */
 export function startPublisher(target: Target, t0: number, endAt: number): Publisher {
   const sent: number[] = [];
   const inFlight = new Set<Promise<void>>();
@@ -34,7 +37,7 @@ export function startPublisher(target: Target, t0: number, endAt: number): Publi
   const start = setTimeout(() => {
     send();
     timer = setInterval(send, EVERY_MS);
-  }, Math.max(0, t0 - Date.now()));
+  }, Math.max(0, t0 + EVERY_MS - Date.now()));
   return {
     sent,
     async stop() {
