@@ -13,7 +13,8 @@ import { pathToFileURL } from 'node:url';
 
 const CHROMIUM = '/usr/bin/chromium';
 const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
-const RUN_TIMEOUT_MS = 90_000;
+const RUN_TIMEOUT_MS = 120_000;
+const FAULTS = ['idle_session_timeout', 'pg_terminate_backend', 'restart', 'crash', 'blackhole', 'connection reset'];
 
 let dir: string;
 let reportFile: string;
@@ -56,7 +57,7 @@ after(async () => {
 
 test('the demo runs both libraries through every fault and prints the table', () => {
   assert.equal(run.code, 0, `demo failed:\n${run.stdout}\n${run.stderr}`);
-  for (const fault of ['idle_session_timeout', 'pg_terminate_backend', 'restart', 'crash', 'blackhole', 'connection reset']) {
+  for (const fault of FAULTS) {
     assert.match(run.stdout, new RegExp(`fault start [^\\n]*${fault}`), `fault ${fault} did not play`);
   }
   assert.match(run.stdout, /errors seen\s+lost writes\s+crashes\s+hung ops\s+recovery ms\s+ops\/s/);
@@ -68,6 +69,40 @@ test('the demo runs both libraries through every fault and prints the table', ()
   assert.ok(Number(opsPerSecond) > 0 && Number(errors) >= 0);
   assert.ok(run.stdout.includes(`report: ${reportFile}`));
   assert.ok(existsSync(reportFile));
+});
+
+test('the headline sums up both libraries, and pg-lifeline neither crashed nor hung', () => {
+  const headline = run.stdout.split('\n').find((l) => l.startsWith('pg.Pool: '));
+  assert.ok(headline, `no headline in:\n${run.stdout}`);
+  const lib = '(no errors|\\d+ errors[^;]*), (\\d+) crashes, (\\d+) hung, LISTEN got (\\d+)/(\\d+)[^;]*';
+  const match = new RegExp(`^pg\\.Pool: ${lib}; pg-lifeline: ${lib}\\.$`).exec(headline);
+  assert.ok(match, headline);
+  const [, , , , pgHeard, sent, , lifelineCrashes, lifelineHung, lifelineHeard] = match;
+  assert.deepEqual([lifelineCrashes, lifelineHung], ['0', '0'], headline);
+  // The publisher sent at least one notification a second for most of the run, and pg-lifeline's listener got some.
+  assert.ok(Number(sent) > 0 && Number(lifelineHeard) > 0 && Number(pgHeard) <= Number(sent), headline);
+});
+
+test('the per-fault table has a row for each fault with both libraries\' cells', () => {
+  const header = run.stdout.split('\n').find((l) => l.startsWith('fault ') && l.includes('not applied'));
+  assert.ok(header, `no per-fault table in:\n${run.stdout}`);
+  assert.equal(header.match(/first ok/g)?.length, 2, 'one group of columns per library');
+  for (const fault of FAULTS) {
+    const line = run.stdout.split('\n').find((l) => new RegExp(`^\\d+\\.\\d s [^\\n]*${fault}`).test(l));
+    assert.ok(line, `no per-fault row for ${fault}`);
+    // Five counts, "first ok" (ms or never) and LISTEN's heard/sent for each library.
+    assert.match(line, /(\s+\d+){5}\s+(\d+ ms|never)\s+\d+\/\d+(\s+\d+){5}\s+(\d+ ms|never)\s+\d+\/\d+\s*$/, line);
+  }
+});
+
+test('error codes appear intact, each kind with an example message', () => {
+  assert.doesNotMatch(run.stdout, /\bNPN\b|\bNPN\d/, 'digits inside codes were replaced');
+  // pg_terminate_backend, the restart and the crash end sessions with these SQLSTATEs.
+  assert.match(run.stdout, /\d+ x 57P0[123]\b/);
+  assert.match(run.stdout, /pg-lifeline errors by code and cause/);
+  const kinds = run.stdout.split('\n').filter((l) => /^\s+\d+ x /.test(l)).length;
+  const examples = run.stdout.split('\n').filter((l) => /^\s+e\.g\. \S/.test(l)).length;
+  assert.ok(kinds > 0 && kinds === examples, `${kinds} kinds, ${examples} examples`);
 });
 
 test('the report renders in headless Chromium', { skip: existsSync(CHROMIUM) ? false : `${CHROMIUM} is missing. Fix: apt-get install chromium (or run .ci/run)` }, async () => {
@@ -84,8 +119,16 @@ test('the report renders in headless Chromium', { skip: existsSync(CHROMIUM) ? f
     for (const lib of ['pg', 'pg-lifeline']) {
       assert.equal(await page.locator(`svg polyline[data-library="${lib}"]`).count(), 2, `${lib} series missing`);
     }
-    assert.ok((await page.locator('svg g.fault rect').count()) >= 6, 'fault windows are not shaded');
+    assert.ok((await page.locator('svg g.fault rect').count()) >= 5, 'fault windows are not shaded');
     assert.ok((await page.locator('svg g.fault text').allTextContents()).some((t) => t.includes('blackhole')));
+    // Idle gaps are shaded apart from outages, and the legend says which is which.
+    assert.ok((await page.locator('svg g.idle rect.gap').count()) >= 2, 'idle gaps are not shaded');
+    assert.match(await page.locator('.legend').last().innerText(), /idle gap/);
+    assert.match(await page.locator('#headline').innerText(), /^pg\.Pool: .*; pg-lifeline: .*, 0 crashes, 0 hung, LISTEN got \d+\/\d+/);
+    const faultRows = await page.locator('#faults tr[data-fault]').allTextContents();
+    for (const fault of FAULTS) assert.ok(faultRows.some((r) => r.includes(fault)), `no per-fault row for ${fault} in the report`);
+    assert.equal(await page.locator('table.errors').count() + (await page.getByText('No errors.').count()), 2);
+    assert.ok((await page.locator('table.errors code.code').allTextContents()).every((c) => !/NPN/.test(c)));
     const shot = path.join(profile, 'report.png');
     await page.screenshot({ path: shot, fullPage: true });
     assert.ok((await stat(shot)).size > 0);

@@ -2,10 +2,10 @@
 // supervisor would, and counting the crash.
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { Lib, WorkerConfig, WorkerReport } from './model.js';
-import { WORKER_ENV } from './worker.js';
+import { OP_DEADLINE_MS, WORKER_ENV } from './worker.js';
 
-/** Past endAt, a worker gets this long to finish its ops and end its pool before it is SIGKILLed. */
-const GRACE_MS = 15_000;
+/** Past endAt, a worker gets this long to finish its ops (each bounded by its watchdog) and end its pool before it is SIGKILLed. */
+const GRACE_MS = OP_DEADLINE_MS + 8_000;
 /** No restart this close to the end: the new process would barely start. */
 const MIN_RESTART_MS = 2_000;
 const MAX_RUNS = 20;
@@ -15,6 +15,7 @@ const live = new Set<ChildProcess>();
 // Set once the demo ends: a worker dying from that kill must not be restarted.
 let stopping = false;
 
+/** SIGKILLs every live worker, and stops restarting them: the demo is ending. */
 export function killAllWorkers(): void {
   stopping = true;
   for (const child of live) {
@@ -29,6 +30,7 @@ export function killAllWorkers(): void {
   live.clear();
 }
 
+/** One library's worker process, restarted after each crash until the run ends. */
 export class Supervisor {
   readonly lib: Lib;
   /** Running totals over every incarnation, for the progress line. */
@@ -37,6 +39,8 @@ export class Supervisor {
   crashes = 0;
   crashedNow = false;
   lastCrash = '';
+  /** When each crash happened, in seconds from t0. */
+  readonly crashAt: number[] = [];
   readonly reports: WorkerReport[] = [];
   readonly #config: WorkerConfig;
   #child: ChildProcess | undefined;
@@ -53,10 +57,6 @@ export class Supervisor {
   setIdle(idle: boolean): void {
     this.#idle = idle;
     this.#send(idle ? 'idle on' : 'idle off');
-  }
-
-  faultEnd(): void {
-    this.#send('fault-end');
   }
 
   #send(line: string): void {
@@ -111,6 +111,7 @@ export class Supervisor {
         this.#base = { ok: this.ok, errors: this.errors };
         if (report) this.reports.push(report);
         const crashed = code !== 0 || signal !== null;
+        if (crashed) this.crashAt.push((Date.now() - this.#config.t0) / 1000);
         // The line that names what killed it, e.g. `error: terminating connection due to administrator command`.
         if (crashed) this.lastCrash = stderr.split('\n').find((l) => /^(\w*Error|error)\b.*:/.test(l)) ?? `exit ${code ?? signal}`;
         resolve(crashed);

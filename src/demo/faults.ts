@@ -2,7 +2,7 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import type { FaultProxy } from '../throwaway/proxy.js';
 import type { Supervisor } from './children.js';
-import type { FaultWindow } from './model.js';
+import type { FaultWindow, Span } from './model.js';
 import { terminateBackends, type Target } from './server.js';
 
 /** The script is laid out for 90 s and scaled to --seconds; shorter runs play each fault once. */
@@ -27,8 +27,12 @@ interface Step {
   at: number;
   label: string;
   needsServer?: boolean;
-  run(ctx: FaultContext, scale: number): Promise<void>;
+  run(ctx: FaultContext, scale: number, window: FaultWindow): Promise<void>;
 }
+
+/** An idle gap outlasts idle_session_timeout (1 s) well; a burst of work after it shows what each library does with the sessions the server ended. */
+const IDLE_GAP_MS = 2_500;
+const BURST_MS = 1_500;
 
 function steps(seconds: number): Step[] {
   const repeats = seconds >= 60 ? 3 : 1;
@@ -37,11 +41,18 @@ function steps(seconds: number): Step[] {
       at: 4,
       label: 'idle_session_timeout 1s',
       needsServer: true,
-      run: async (ctx, scale) => {
+      run: async (ctx, scale, window) => {
         await ctx.target.cluster?.setSetting('idle_session_timeout', '1s');
-        ctx.workers.forEach((w) => w.setIdle(true)); // idle gaps, so sessions sit idle long enough to be ended
-        await delay(Math.max(3_000, 12_000 * scale), undefined, { signal: ctx.signal });
-        ctx.workers.forEach((w) => w.setIdle(false));
+        const gaps: Span[] = (window.gaps = []);
+        for (let i = 0; i < Math.max(1, Math.round(3 * scale)); i++) {
+          const gap: Span = { start: secondsSince(ctx.t0) };
+          gaps.push(gap);
+          ctx.workers.forEach((w) => w.setIdle(true));
+          await delay(IDLE_GAP_MS, undefined, { signal: ctx.signal });
+          ctx.workers.forEach((w) => w.setIdle(false));
+          gap.end = secondsSince(ctx.t0);
+          await delay(BURST_MS, undefined, { signal: ctx.signal });
+        }
         await ctx.target.cluster?.resetSetting('idle_session_timeout');
       },
     },
@@ -61,28 +72,32 @@ function steps(seconds: number): Step[] {
         await ctx.target.cluster?.startAgain();
       },
     },
-    {
-      at: 52,
-      label: 'network blackhole',
-      run: async (ctx, scale) => {
-        const ms = scale >= 1 ? 5_000 : 3_000;
-        ctx.proxy.blackhole(ms);
-        await delay(ms, undefined, { signal: ctx.signal });
-        ctx.proxy.passThrough(); // heals now, whichever of this and the proxy's own timer runs first
-      },
-    },
   );
   for (let i = 0; i < repeats; i++) {
-    list.push({ at: 64 + 4 * i, label: 'connection reset', run: async (ctx) => ctx.proxy.resetAll() });
+    list.push({ at: 52 + 4 * i, label: 'connection reset', run: async (ctx) => ctx.proxy.resetAll() });
   }
+  // Last, with the longest tail: pg-lifeline bounds a dead network by itself in about 12 s
+  // (monitorGraceMillis + monitorDetectionMillis), and what pg.Pool does after it shows only later.
+  list.push({
+    at: 64,
+    label: 'network blackhole',
+    run: async (ctx, scale) => {
+      const ms = scale >= 1 ? 5_000 : 3_000;
+      ctx.proxy.blackhole(ms);
+      await delay(ms, undefined, { signal: ctx.signal });
+      ctx.proxy.passThrough(); // heals now, whichever of this and the proxy's own timer runs first
+    },
+  });
   return list;
 }
+
+const secondsSince = (t0: number): number => (Date.now() - t0) / 1000;
 
 /** Plays the script; `onFault` hears each window as it opens and closes. */
 export async function playFaults(ctx: FaultContext, onFault: (window: FaultWindow) => void): Promise<void> {
   const scale = ctx.seconds / BASE_SECONDS;
   const lastStart = ctx.t0 + ctx.seconds * 1000 - TAIL_MS;
-  const now = (): number => (Date.now() - ctx.t0) / 1000;
+  const now = (): number => secondsSince(ctx.t0);
   for (const step of steps(ctx.seconds)) {
     if (ctx.signal.aborted) return;
     if (step.needsServer && !ctx.target.cluster) {
@@ -99,13 +114,12 @@ export async function playFaults(ctx: FaultContext, onFault: (window: FaultWindo
     ctx.windows.push(window);
     onFault(window);
     try {
-      await step.run(ctx, scale);
+      await step.run(ctx, scale, window);
     } catch (error) {
       if (ctx.signal.aborted) return;
       window.label += ` (failed: ${(error as Error).message.split('\n')[0]})`;
     }
     window.end = now();
-    ctx.workers.forEach((w) => w.faultEnd());
     onFault(window);
   }
 }

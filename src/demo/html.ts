@@ -1,5 +1,6 @@
 // The self-contained HTML report: inline CSS, inline SVG charts, no external assets.
-import { COLUMNS, topErrors } from './summary.js';
+import { CELL_COLUMNS, describeKind, errorGroups, faultRows, headline, LEAD_SECONDS, rowLabel } from './breakdown.js';
+import { COLUMNS } from './summary.js';
 import { LABEL, type DemoResult, type FaultWindow, type LibSummary } from './model.js';
 
 const COLOUR: Record<LibSummary['lib'], string> = { pg: '#d9480f', 'pg-lifeline': '#1971c2' };
@@ -15,13 +16,20 @@ function chart(title: string, result: DemoResult, pick: (s: LibSummary) => numbe
   const max = Math.max(1, ...result.libs.flatMap(pick));
   const x = (t: number): number => PAD.left + (t / seconds) * (W - PAD.left - PAD.right);
   const y = (v: number): number => H - PAD.bottom - (v / max) * (H - PAD.top - PAD.bottom);
+  const band = (cls: string, start: number, end: number): string =>
+    `<rect class="${cls}" x="${x(start).toFixed(1)}" y="${PAD.top}" width="${Math.max(0, x(end) - x(start)).toFixed(1)}" height="${H - PAD.top - PAD.bottom}"/>`;
   const windows = result.windows.map((w: FaultWindow, i) => {
     // A kill or reset is over in milliseconds; keep its window visible.
     const end = Math.max(w.end ?? seconds, w.start + 0.4);
     const labelY = PAD.top - 4 - (i % 2) * 12;
     // Repeats of a fault a few seconds apart would overprint each other's label.
     const label = result.windows[i - 1]?.label === w.label ? '' : `<text x="${x(w.start).toFixed(1)}" y="${labelY}">${escape(w.label)}</text>`;
-    return `<g class="fault" data-fault="${escape(w.label)}"><rect x="${x(w.start).toFixed(1)}" y="${PAD.top}" width="${(x(end) - x(w.start)).toFixed(1)}" height="${H - PAD.top - PAD.bottom}"/>${label}</g>`;
+    if (w.gaps?.length) {
+      // An idle window is no outage: its gaps are idle on purpose, its bursts are work as usual.
+      const gaps = w.gaps.map((g) => band('gap', g.start, g.end ?? end)).join('');
+      return `<g class="idle" data-fault="${escape(w.label)}">${band('idle-window', w.start, end)}${gaps}${label}</g>`;
+    }
+    return `<g class="fault" data-fault="${escape(w.label)}">${band('outage', w.start, end)}${label}</g>`;
   });
   const series = result.libs.map((s) => {
     // Each 1 s bucket is drawn at its middle.
@@ -40,43 +48,95 @@ ${ticks.join('')}
 </svg></figure>`;
 }
 
-function table(result: DemoResult): string {
+function totalsTable(result: DemoResult): string {
   const head = `<tr><th>library</th>${COLUMNS.map(([name]) => `<th>${escape(name)}</th>`).join('')}</tr>`;
   const rows = result.libs.map((s) => `<tr data-library="${s.lib}"><th>${LABEL[s.lib]}</th>${COLUMNS.map(([, get]) => `<td>${escape(get(s))}</td>`).join('')}</tr>`);
   return `<table id="summary">${head}${rows.join('')}</table>`;
 }
 
+function faultTable(result: DemoResult): string {
+  const libs = result.libs.map((s) => s.lib);
+  const groups = `<tr><th></th>${libs.map((lib) => `<th colspan="${CELL_COLUMNS.length}" class="group">${LABEL[lib]}</th>`).join('')}</tr>`;
+  const head = `<tr><th>fault</th>${libs.map(() => CELL_COLUMNS.map(([name]) => `<th>${escape(name)}</th>`).join('')).join('')}</tr>`;
+  const rows = faultRows(result).map((row) => {
+    const cells = libs.map((lib) =>
+      CELL_COLUMNS.map(([name, get]) => {
+        const text = row.start === null && name === 'first ok' ? '-' : get(row.cells[lib]);
+        const [heard, sent] = name === 'notified' ? text.split('/') : [];
+        const bad = name === 'notified' ? heard !== sent : text !== '0' && text !== '-' && !text.endsWith(' ms');
+        return `<td${bad ? ' class="bad"' : ''}>${escape(text)}</td>`;
+      }).join(''),
+    );
+    return `<tr data-fault="${escape(row.label)}"><th>${escape(rowLabel(row))}</th>${cells.join('')}</tr>`;
+  });
+  return `<table id="faults">${groups}${head}${rows.join('')}</table>`;
+}
+
+function errorTables(result: DemoResult): string {
+  return result.libs
+    .map((lib) => {
+      const groups = errorGroups(lib);
+      if (groups.length === 0) return `<h3>${LABEL[lib.lib]}</h3><p>No errors.</p>`;
+      const rows = groups.map(
+        (k) =>
+          `<tr><td>${k.count}</td><td><code class="code">${escape(k.code || '(no code)')}</code>${k.lifelineCode ? ` <code>${escape(k.lifelineCode)}</code>` : ''}</td>` +
+          `<td>${escape(k.cause ?? '-')}</td><td>${escape(describeKind(k).split(', ').pop() ?? '')}</td><td class="example">${escape(k.example)}</td></tr>`,
+      );
+      return `<h3>${LABEL[lib.lib]}</h3><table class="errors" data-library="${lib.lib}"><tr><th>count</th><th>code</th><th>cause</th><th>outcome</th><th>example message</th></tr>${rows.join('')}</table>`;
+    })
+    .join('\n');
+}
+
+/** The whole report as one HTML document. */
 export function renderHtml(result: DemoResult, generatedAt: Date): string {
-  const legend = result.libs.map((s) => `<span><i style="background:${COLOUR[s.lib]}"></i>${LABEL[s.lib]}</span>`).join(' ');
-  const errors = result.libs
-    .map((s) => `<li><b>${LABEL[s.lib]}</b>: ${topErrors(s, 5).map(escape).join('; ') || 'no errors'}</li>`)
-    .join('');
+  const libLegend = result.libs.map((s) => `<span><i style="background:${COLOUR[s.lib]}"></i>${LABEL[s.lib]}</span>`).join(' ');
+  const shading =
+    '<span><b class="swatch outage"></b>fault (outage, kill, reset)</span> <span><b class="swatch idle-window"></b>idle_session_timeout on: bursts of work</span> ' +
+    '<span><b class="swatch gap"></b>idle gap: no work on purpose</span>';
   const faults = result.windows.map((w) => `<li>${w.start.toFixed(1)}–${(w.end ?? result.seconds).toFixed(1)} s: ${escape(w.label)}</li>`).join('');
   const skipped = result.skipped.length ? `<p class="note">${result.skipped.map(escape).join('<br>')}</p>` : '';
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>pg-lifeline demo: pg.Pool vs pg-lifeline under faults</title>
 <style>
-body{font:15px/1.45 system-ui,sans-serif;margin:2em auto;max-width:960px;color:#222;padding:0 1em}
-table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:.3em .7em;text-align:right}
-th:first-child{text-align:left}figure{margin:1.5em 0}figcaption{font-weight:600}
-svg{width:100%;height:auto;background:#fafafa}.fault rect{fill:#f03e3e;fill-opacity:.12}
-.fault text,.tick{font-size:10px;fill:#555}.axis{stroke:#999}
+body{font:15px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
+table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}
+th:first-child{text-align:left}th.group{text-align:center}#faults td,#faults tbody th{white-space:nowrap}
+table.errors th{text-align:left}td.bad{background:#fff0f0;font-weight:600}
+table.errors td{text-align:left;vertical-align:top}table.errors td:first-child{text-align:right}td.example{font-size:13px}
+figure{margin:1.5em 0}figcaption{font-weight:600}#headline{font-size:1.15em;font-weight:600}
+svg{width:100%;height:auto;background:#fafafa}.outage{fill:#f03e3e;fill-opacity:.14}.idle-window{fill:#f59f00;fill-opacity:.08}
+.gap{fill:#868e96;fill-opacity:.22}
+.fault text,.idle text,.tick{font-size:10px;fill:#555}.axis{stroke:#999}
 .legend i{display:inline-block;width:14px;height:4px;margin:0 .4em 3px 1em;vertical-align:middle}
+.swatch{display:inline-block;width:14px;height:12px;margin:0 .4em -1px 1em;border:1px solid #ccc}
+.swatch.outage{background:rgba(240,62,62,.3)}.swatch.idle-window{background:rgba(245,159,0,.18)}.swatch.gap{background:rgba(134,142,150,.4)}
 .note{color:#666}
 </style></head><body>
 <h1>pg.Pool vs pg-lifeline under faults</h1>
-<p>The same workload (reads, inserts, transfers in transactions; ${result.seconds} s) ran through plain <code>pg.Pool</code>
-(with a pool <code>error</code> listener, as its docs advise) and through pg-lifeline (no listener), each in its own
-process, through a fault proxy in front of ${escape(result.server)}. A crashed process was restarted and counted.
-Shaded: fault windows. Generated ${generatedAt.toISOString()}.</p>
-${table(result)}
-<p class="legend">${legend}</p>
+<p id="headline">${escape(headline(result.libs, result.sent, result.seconds))}</p>
+<p>The same workload (reads, inserts, transfers in transactions, each library on its own rows; ${result.seconds} s) ran through
+plain <code>pg.Pool</code> (with a pool <code>error</code> listener, as its docs advise) and through pg-lifeline (no
+listener, default options, no <code>query_timeout</code>), each in its own process, through a fault proxy in front of
+${escape(result.server)}. A crashed process was restarted and counted. Generated ${generatedAt.toISOString()}.</p>
+<h2>Per fault</h2>
+${faultTable(result)}
+<p class="note">Each op counts under the fault that last struck before it started (from ${LEAD_SECONDS} s before it, for ops
+already in flight). <b>unknown</b>: the error says the work may have taken effect (<code>isOutcomeUnknown(err)</code>);
+<b>not applied</b>: it says the work did not take effect; <b>other</b>: it does not say. <b>hung</b>: ops still pending
+after the watchdog. <b>first ok</b>: from the fault's end (an idle window: each idle gap's end, the worst) to the next success.
+<b>notified</b>: the LISTEN lane, where a publisher NOTIFYs once a second: notifications received of those sent in the row's
+span (pg-lifeline: <code>pool.listen()</code>; pg.Pool: a checked-out client's <code>LISTEN</code>, as pg's docs show).</p>
+<h2>Totals</h2>
+${totalsTable(result)}
+<p class="legend">${libLegend}</p>
+<p class="legend">${shading}</p>
 ${chart('Successful operations per second', result, (s) => s.okSeries)}
 ${chart('Errors per second', result, (s) => s.errorSeries)}
 <h2>Faults</h2><ol>${faults}</ol>${skipped}
-<h2>Most frequent errors</h2><ul>${errors}</ul>
+<h2>Errors by code and cause</h2>
+${errorTables(result)}
 <p class="note">Lost writes: writes the library acknowledged that are not in the database afterwards.
-Recovery: median ms from a fault's end to the next successful operation.</p>
+Recovery: median ms over the faults from a fault's end to the next successful operation.</p>
 </body></html>
 `;
 }

@@ -12,7 +12,9 @@ import { renderHtml } from './html.js';
 import { ID_PREFIX, LABEL, LIBS, type DemoResult, type FaultWindow, type WorkerConfig } from './model.js';
 import { findServerBinaries, ServerBinariesNotFoundError } from '../throwaway/binaries.js';
 import { createTables, dropTables, startThrowaway, urlTarget, type Target } from './server.js';
-import { summarize, textTable, topErrors } from './summary.js';
+import { errorText, faultRows, faultTextTable, headline } from './breakdown.js';
+import { summarize, textTable } from './summary.js';
+import { startPublisher } from './listen.js';
 import { runWorker, WORKER_ENV } from './worker.js';
 
 export const DEMO_USAGE = `Usage: pg-lifeline demo [options]
@@ -30,7 +32,6 @@ Options:
 `;
 
 const WORKERS = 8;
-const QUERY_TIMEOUT_MS = 2_000;
 /** Workers start loading now and begin the workload together at t0. */
 const STARTUP_MS = 2_500;
 const APP_PREFIX = 'pg-lifeline-demo-';
@@ -90,8 +91,12 @@ export async function runDemo(argv: string[]): Promise<number> {
     log(`server: ${target.describe}; both libraries connect through a fault proxy on 127.0.0.1:${proxy.port}`);
     const result = await play(args, target, proxy, aborter.signal);
     if (!result) return 130;
-    log(`\n${textTable(result.libs)}\n`);
-    for (const lib of result.libs) for (const line of topErrors(lib)) log(`  ${LABEL[lib.lib]}: ${line}`);
+    log(`\n${headline(result.libs, result.sent, result.seconds)}\n\n${faultTextTable(faultRows(result), LIBS)}\n`);
+    log(`unknown: the error says the work may have taken effect; not applied: it says it did not; other: it does not say.`);
+    log(`first ok: from the fault's end (an idle window: each idle gap's end, the worst) to the next success.`);
+    log(`notified: LISTEN notifications received of those sent in the row's span (one a second).\n`);
+    for (const lib of result.libs) for (const error of lib.listenErrors) log(`${LABEL[lib.lib]}: a worker process could not LISTEN: ${error}\n`);
+    log(`${textTable(result.libs)}\n\n${errorText(result.libs)}`);
     await writeFile(args.report, renderHtml(result, new Date()));
     log(`\nreport: ${args.report}`);
     if (args.open) openInBrowser(args.report);
@@ -109,8 +114,9 @@ async function play(args: DemoArgs, target: Target, proxy: FaultProxy, signal: A
   const t0 = Date.now() + STARTUP_MS;
   const endAt = t0 + args.seconds * 1000;
   const workers = LIBS.map(
-    (lib) => new Supervisor({ lib, conn: target.via(proxy.host, proxy.port), t0, endAt, workers: WORKERS, queryTimeoutMs: QUERY_TIMEOUT_MS, idPrefix: ID_PREFIX[lib], appPrefix: APP_PREFIX }),
+    (lib) => new Supervisor({ lib, conn: target.via(proxy.host, proxy.port), t0, endAt, workers: WORKERS, idPrefix: ID_PREFIX[lib], appPrefix: APP_PREFIX }),
   );
+  const publisher = startPublisher(target, t0, endAt);
   const ctx: FaultContext = { target, proxy, workers, t0, seconds: args.seconds, appPrefix: APP_PREFIX, windows: [], skipped: [], signal };
   const tty = process.stdout.isTTY === true;
   let current = 'warming up';
@@ -124,7 +130,7 @@ async function play(args: DemoArgs, target: Target, proxy: FaultProxy, signal: A
     current = w.end === undefined ? w.label : 'none';
     if (!tty) log(`${w.end === undefined ? 'fault start' : 'fault end  '} ${w.label} at ${(w.end ?? w.start).toFixed(1)} s | ${line()}`);
   };
-  log(`running ${args.seconds} s of workload (${WORKERS} concurrent ops per library, query_timeout ${QUERY_TIMEOUT_MS} ms)`);
+  log(`running ${args.seconds} s of workload (${WORKERS} concurrent ops per library, each on its own rows; default options, no query_timeout)`);
   try {
     await playFaults(ctx, onFault).catch((error: unknown) => {
       if (!signal.aborted) throw error;
@@ -133,6 +139,7 @@ async function play(args: DemoArgs, target: Target, proxy: FaultProxy, signal: A
     // Bounded: each worker is SIGKILLed a grace period after endAt.
     await Promise.race([Promise.all(workers.map((w) => w.done)), new Promise((resolve) => signal.addEventListener('abort', resolve))]);
   } finally {
+    await publisher.stop();
     clearInterval(ticker);
     if (tty) process.stdout.write(`\r\x1b[K${line()}\n`);
   }
@@ -140,8 +147,8 @@ async function play(args: DemoArgs, target: Target, proxy: FaultProxy, signal: A
   for (const w of workers) if (w.lastCrash) log(`${LABEL[w.lib]} crashed ${w.crashes} time(s); last: ${w.lastCrash}`);
   for (const note of ctx.skipped) log(`note: ${note}`);
   const libs = [];
-  for (const w of workers) libs.push(await summarize(target, w, args.seconds));
-  return { seconds: args.seconds, server: target.describe, windows: ctx.windows, skipped: ctx.skipped, libs };
+  for (const w of workers) libs.push(await summarize(target, w, args.seconds, ctx.windows));
+  return { seconds: args.seconds, sent: publisher.sent, server: target.describe, windows: ctx.windows, skipped: ctx.skipped, libs };
 }
 
 function log(text: string): void {

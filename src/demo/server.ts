@@ -36,8 +36,9 @@ export function urlTarget(url: string): Target {
   };
 }
 
-export async function withAdmin<T>(target: Target, fn: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ ...target.conn, application_name: 'pg-lifeline-demo-admin', connectionTimeoutMillis: 10_000 });
+/** Runs `fn` on a fresh direct connection (not through the proxy), closed afterwards. */
+export async function withAdmin<T>(target: Target, fn: (client: pg.Client) => Promise<T>, appName = 'pg-lifeline-demo-admin'): Promise<T> {
+  const client = new pg.Client({ ...target.conn, application_name: appName, connectionTimeoutMillis: 10_000 });
   client.on('error', () => {}); // failures also reject the pending query
   try {
     await client.connect();

@@ -1,6 +1,7 @@
-// Turns the workers' reports into the final numbers, and prints them as the terminal table.
+// Turns the workers' reports into the final numbers, and prints the totals as the terminal table.
 import type { Supervisor } from './children.js';
-import { LABEL, type LibSummary } from './model.js';
+import { alignRows, firstSuccessMs } from './breakdown.js';
+import { LABEL, type ErrorKind, type FaultWindow, type LibSummary } from './model.js';
 import { countMissing, type Target } from './server.js';
 
 function median(values: number[]): number | null {
@@ -15,31 +16,46 @@ function addInto(total: number[], series: Array<number | null>): void {
 }
 
 /** Merges every incarnation of one library's worker and reconciles its acked writes with the database. */
-export async function summarize(target: Target, worker: Supervisor, seconds: number): Promise<LibSummary> {
+export async function summarize(target: Target, worker: Supervisor, seconds: number, windows: FaultWindow[]): Promise<LibSummary> {
   const okSeries = new Array<number>(seconds).fill(0);
   const errorSeries = new Array<number>(seconds).fill(0);
-  const errorKinds: Record<string, number> = {};
+  const errorKinds: Record<string, ErrorKind> = {};
   for (const report of worker.reports) {
     addInto(okSeries, report.ok);
     addInto(errorSeries, report.errors);
-    for (const [kind, n] of Object.entries(report.errorKinds)) errorKinds[kind] = (errorKinds[kind] ?? 0) + n;
+    for (const [key, kind] of Object.entries(report.errorKinds)) {
+      const seen = errorKinds[key];
+      if (seen) seen.count += kind.count;
+      else errorKinds[key] = { ...kind };
+    }
   }
   const ok = okSeries.reduce((a, b) => a + b, 0);
+  // Incarnations follow one another, so their ticks concatenate in order.
+  const okTicks = worker.reports.flatMap((r) => r.okTicks);
+  const recoveries = windows.map((w) => firstSuccessMs(w, okTicks)).filter((ms): ms is number => ms !== null);
+  const hungAt = worker.reports.flatMap((r) => r.hungAt);
   return {
     lib: worker.lib,
     ok,
     errors: errorSeries.reduce((a, b) => a + b, 0),
     lostWrites: await countMissing(target, worker.reports.flatMap((r) => r.acked)),
     crashes: worker.crashes,
-    hung: worker.reports.reduce((n, r) => n + r.hung, 0),
-    recoveryMs: median(worker.reports.flatMap((r) => r.recoveries)),
+    hung: hungAt.length,
+    recoveryMs: median(recoveries),
     opsPerSecond: Math.round(ok / seconds),
     okSeries: okSeries.slice(0, seconds),
     errorSeries: errorSeries.slice(0, seconds),
+    okTicks,
+    hungAt,
+    crashAt: [...worker.crashAt],
     errorKinds,
+    errorsAt: worker.reports.flatMap((r) => r.errorsAt),
+    heard: worker.reports.flatMap((r) => r.heard),
+    listenErrors: worker.reports.flatMap((r) => (r.listenError === undefined ? [] : [r.listenError])),
   };
 }
 
+/** The totals table's columns: a header and how to read the cell from a library's summary. */
 export const COLUMNS: Array<[string, (s: LibSummary) => string]> = [
   ['errors seen', (s) => String(s.errors)],
   ['lost writes', (s) => String(s.lostWrites)],
@@ -49,18 +65,7 @@ export const COLUMNS: Array<[string, (s: LibSummary) => string]> = [
   ['ops/s', (s) => String(s.opsPerSecond)],
 ];
 
+/** The totals, one row per library. */
 export function textTable(libs: LibSummary[]): string {
-  const rows = [['', ...COLUMNS.map(([name]) => name)], ...libs.map((s) => [LABEL[s.lib], ...COLUMNS.map(([, get]) => get(s))])];
-  const widths = (rows[0] ?? []).map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  const line = (row: string[]): string => row.map((cell, i) => (i === 0 ? cell.padEnd(widths[i] ?? 0) : cell.padStart(widths[i] ?? 0))).join('  ');
-  const [header, ...body] = rows;
-  return [line(header ?? []), widths.map((w) => '-'.repeat(w)).join('  '), ...body.map(line)].join('\n');
-}
-
-/** The most frequent error kinds per library, for the lines under the table. */
-export function topErrors(summary: LibSummary, n = 3): string[] {
-  return Object.entries(summary.errorKinds)
-    .sort((a, b) => b[1] - a[1])
-    .slice(0, n)
-    .map(([kind, count]) => `${count} x ${kind}`);
+  return alignRows([['', ...COLUMNS.map(([name]) => name)], ...libs.map((s) => [LABEL[s.lib], ...COLUMNS.map(([, get]) => get(s))])]);
 }

@@ -1,7 +1,7 @@
 /**
  * The demo workload for one library, run in its own child process (the CLI re-runs itself with
  * WORKER_ENV set) so pg.Pool's crash on an unlistened client error is a real crash of that process.
- * stdin takes `idle on`, `idle off` and `fault-end` lines; stdout carries `P <ok> <errors>` progress
+ * stdin takes `idle on` and `idle off` lines; stdout carries `P <ok> <errors>` progress
  * lines and, last, one JSON WorkerReport line, written synchronously so a dying process still sends it.
  */
 import { randomUUID } from 'node:crypto';
@@ -10,12 +10,18 @@ import { createInterface } from 'node:readline';
 import { setTimeout as delay } from 'node:timers/promises';
 import * as pg from 'pg';
 import { Pool } from '../index.js';
-import { isOutcomeUnknown } from '../errors.js';
-import { TABLES, type Lib, type WorkerConfig, type WorkerReport } from './model.js';
+import { isOutcomeUnknown, LifelineError, unwrap } from '../errors.js';
+import { ACCOUNTS, TABLES, TICK_MS, type ErrorOutcome, type Lib, type WorkerConfig, type WorkerReport } from './model.js';
 import { settleWithin } from '../throwaway/wait.js';
+import { listenFor } from './listen.js';
 
 export const WORKER_ENV = 'PG_LIFELINE_DEMO_WORKER';
-const OP_DEADLINE_MS = 8_000;
+/**
+ * An op still pending after this counts as hung. Past pg-lifeline's own bound on a dead network
+ * (monitorGraceMillis 2 s + monitorDetectionMillis 10 s, by default), so only an op that would
+ * wait for ever counts.
+ */
+export const OP_DEADLINE_MS = 20_000;
 
 interface DemoPool {
   query(config: { text: string; values: unknown[]; idempotent?: boolean }): Promise<pg.QueryResult>;
@@ -25,28 +31,31 @@ interface DemoPool {
 }
 
 export async function runWorker(config: WorkerConfig): Promise<number> {
-  const report: WorkerReport = { lib: config.lib, ok: [], errors: [], hung: 0, acked: [], recoveries: [], errorKinds: {} };
+  const report: WorkerReport = { lib: config.lib, ok: [], errors: [], okTicks: [], hungAt: [], acked: [], errorKinds: {}, errorsAt: [], heard: [] };
+  const okTicks = new Set<number>();
   let printed = false;
   const print = (): void => {
     if (printed) return;
     printed = true;
+    report.okTicks = [...okTicks].sort((a, b) => a - b);
     writeLine(JSON.stringify(report));
   };
   // A crash still sends what was seen until then.
   process.on('exit', print);
-  if (config.lib === 'pg-lifeline') process.on('uncaughtException', (error) => noteError(report, error, 'uncaught: '));
+  if (config.lib === 'pg-lifeline') process.on('uncaughtException', (error) => noteError(report, Date.now() - config.t0, error, 'uncaught: '));
 
-  const poolConfig = { ...config.conn, max: config.workers, connectionTimeoutMillis: 5_000, query_timeout: config.queryTimeoutMs, application_name: `${config.appPrefix}${config.lib}` };
+  // The same options for both, and no query_timeout: pg-lifeline's defaults bound a dead network.
+  // pg.Pool's listener holds one client for good; pg-lifeline's LISTEN session is not counted against max.
+  const max = config.lib === 'pg' ? config.workers + 1 : config.workers;
+  const poolConfig = { ...config.conn, max, connectionTimeoutMillis: 5_000, application_name: `${config.appPrefix}${config.lib}` };
   const pool: DemoPool = config.lib === 'pg' ? (new pg.Pool(poolConfig) as DemoPool) : (new Pool(poolConfig) as unknown as DemoPool);
   // As pg's docs tell every app to; pg-lifeline needs no listener.
   if (config.lib === 'pg') pool.on('error', () => {});
 
   let idle = false;
-  const pending: number[] = [];
   createInterface({ input: process.stdin }).on('line', (line) => {
     if (line === 'idle on') idle = true;
     else if (line === 'idle off') idle = false;
-    else if (line === 'fault-end') pending.push(Date.now());
   }).on('close', () => process.exit(1)); // the demo is gone: stop rather than run on unwatched
 
   const second = (): number => Math.max(0, Math.floor((Date.now() - config.t0) / 1000));
@@ -58,44 +67,51 @@ export async function runWorker(config: WorkerConfig): Promise<number> {
   let errors = 0;
   const progress = setInterval(() => writeLine(`P ${ok} ${errors}`), 250);
 
+  const accounts = ACCOUNTS[config.lib];
   const runOp = async (): Promise<void> => {
     const id = config.idPrefix + randomUUID().slice(8);
+    const startedAt = Date.now() - config.t0;
     const r = Math.random();
     const kind = r < 0.5 ? 'read' : r < 0.8 ? 'ledger' : 'transfer';
     const work =
       kind === 'read'
-        ? pool.query({ text: `SELECT balance FROM ${TABLES.accounts} WHERE id = $1`, values: [1 + Math.floor(Math.random() * 100)], idempotent: true })
+        ? pool.query({ text: `SELECT balance FROM ${TABLES.accounts} WHERE id = $1`, values: [accounts.first + Math.floor(Math.random() * accounts.count)], idempotent: true })
         : kind === 'ledger'
           ? pool.query({ text: `INSERT INTO ${TABLES.ledger}(id) VALUES ($1)`, values: [id] })
           : transfer(pool, config.lib, id);
     const outcome = await settleWithin(work, OP_DEADLINE_MS);
     if (outcome === 'hung') {
-      report.hung++;
+      report.hungAt.push(startedAt);
     } else if (outcome === 'ok') {
       ok++;
       count(report.ok);
+      okTicks.add(Math.floor((Date.now() - config.t0) / TICK_MS));
       if (kind !== 'read') report.acked.push(id);
-      const now = Date.now();
-      for (const at of pending.splice(0)) report.recoveries.push(now - at);
     } else {
       errors++;
       count(report.errors);
-      noteError(report, outcome.error);
+      noteError(report, startedAt, outcome.error);
     }
   };
 
+  const heard = await listenFor(config.lib, pool);
+  report.heard = heard.at;
+  if (heard.error !== undefined) report.listenError = heard.error;
   await delay(Math.max(0, config.t0 - Date.now())); // both libraries start together
   const loop = async (): Promise<void> => {
     while (Date.now() < config.endAt) {
-      await runOp();
-      // Long enough for idle_session_timeout (1 s) to end the sessions that wait in the pool.
-      await delay(idle ? 1_300 + Math.random() * 700 : 5);
+      // An idle gap: no work, so idle_session_timeout ends the sessions that wait in the pool.
+      if (idle) await delay(20);
+      else {
+        await runOp();
+        await delay(5);
+      }
     }
   };
   await Promise.all(Array.from({ length: config.workers }, loop)); // each op is bounded by its watchdog
   clearInterval(progress);
   // pg.Pool's end() waits for ever on a client that is still checked out.
-  await Promise.race([pool.end().catch(() => undefined), delay(3_000)]);
+  await Promise.race([heard.close().then(() => pool.end()).catch(() => undefined), delay(3_000)]);
   writeLine(`P ${ok} ${errors}`);
   print();
   return 0;
@@ -103,8 +119,10 @@ export async function runWorker(config: WorkerConfig): Promise<number> {
 
 /** BEGIN, two updates with a pause between them (a window for the connection to die), a log row, COMMIT. */
 async function transfer(pool: DemoPool, lib: Lib, id: string): Promise<void> {
-  const from = 1 + Math.floor(Math.random() * 50);
-  const to = 51 + Math.floor(Math.random() * 50); // locked in id order: no deadlocks of our own
+  const { first, count } = ACCOUNTS[lib];
+  const half = Math.floor(count / 2);
+  const from = first + Math.floor(Math.random() * half);
+  const to = first + half + Math.floor(Math.random() * (count - half)); // locked in id order: no deadlocks of our own
   const body = async (client: pg.PoolClient): Promise<void> => {
     await client.query(`UPDATE ${TABLES.accounts} SET balance = balance - 1 WHERE id = $1`, [from]);
     await client.query('SELECT pg_sleep(0.01)');
@@ -127,11 +145,26 @@ async function transfer(pool: DemoPool, lib: Lib, id: string): Promise<void> {
   client.release();
 }
 
-function noteError(report: WorkerReport, error: unknown, prefix = ''): void {
-  const e = error as { code?: unknown; message?: unknown } | null;
-  const outcome = isOutcomeUnknown(error) ? ' (outcome unknown)' : '';
-  const key = `${prefix}${String(e?.code ?? '')} ${String(e?.message ?? error).split('\n')[0]?.replace(/\d+/g, 'N').slice(0, 140)}${outcome}`.trim();
-  report.errorKinds[key] = (report.errorKinds[key] ?? 0) + 1;
+/** What the error tells the app about its work; pg.Pool's errors do not say. */
+export function outcomeOf(error: unknown): ErrorOutcome {
+  if (isOutcomeUnknown(error)) return 'unknown';
+  // Every other failure pg-lifeline raises for a statement means it did not take effect.
+  return (error as { outcome?: unknown } | null)?.outcome === 'not-applied' || unwrap(error) instanceof LifelineError ? 'not-applied' : 'other';
+}
+
+function noteError(report: WorkerReport, startedAt: number, error: unknown, prefix = ''): void {
+  const e = error as { code?: unknown; lifelineCode?: unknown; message?: unknown; diagnosis?: { cause?: unknown } } | null;
+  const code = typeof e?.code === 'string' ? e.code : '';
+  const lifelineCode = typeof e?.lifelineCode === 'string' && e.lifelineCode !== code ? e.lifelineCode : undefined;
+  const cause = typeof e?.diagnosis?.cause === 'string' ? e.diagnosis.cause : undefined;
+  const message = `${prefix}${String(e?.message ?? error).split('\n')[0] ?? ''}`;
+  const outcome = outcomeOf(error);
+  // Without a code, the message's first sentence names the kind; its numbers vary per error.
+  const key = [outcome, code, lifelineCode ?? '', cause ?? '', code ? prefix : (message.split(/[.:]\s/)[0] ?? '').replace(/\d+/g, '#')].join('|');
+  const kind = report.errorKinds[key];
+  if (kind) kind.count++;
+  else report.errorKinds[key] = { outcome, code, ...(lifelineCode ? { lifelineCode } : {}), ...(cause ? { cause } : {}), example: message, count: 1 };
+  report.errorsAt.push([startedAt, key]);
 }
 
 /** writeSync may write only part of a line to a pipe, or hit EAGAIN while the parent is behind. */
