@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
@@ -18,6 +18,7 @@ const FAULTS = ['idle_session_timeout', 'pg_terminate_backend', 'restart', 'cras
 
 let dir: string;
 let reportFile: string;
+let jsonFile: string;
 let run: { code: number | null; stdout: string; stderr: string };
 
 function runDemo(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
@@ -48,7 +49,8 @@ function row(label: string): string[] {
 before(async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), 'pg-lifeline-demo-test-'));
   reportFile = path.join(dir, 'report.html');
-  run = await runDemo(['--seconds', '25', '--no-open', '--report', reportFile]);
+  jsonFile = path.join(dir, 'report.json');
+  run = await runDemo(['--seconds', '25', '--no-open', '--report', reportFile, '--json', jsonFile]);
 });
 
 after(async () => {
@@ -93,6 +95,26 @@ test('the per-fault table has a row for each fault with both libraries\' cells',
     // Five counts, "first ok" (ms or never) and LISTEN's heard/sent for each library.
     assert.match(line, /(\s+\d+){5}\s+(\d+ ms|never)\s+\d+\/\d+(\s+\d+){5}\s+(\d+ ms|never)\s+\d+\/\d+\s*$/, line);
   }
+});
+
+test('--json holds every figure of the tables, and both configurations', async () => {
+  const json = JSON.parse(await readFile(jsonFile, 'utf8')) as {
+    version: number;
+    headline: string;
+    libraries: Array<{ library: string; configuration: string; errors: number; crashes: number; hung: number; lostWrites: number; errorKinds: unknown[] }>;
+    faults: Array<{ label: string; cells: Record<string, { unknown: number; notApplied: number; other: number }> }>;
+  };
+  assert.equal(json.version, 1);
+  assert.ok(run.stdout.includes(json.headline), 'the headline is the one printed');
+  assert.deepEqual(json.libraries.map((l) => l.library), ['pg.Pool', 'pg-lifeline']);
+  for (const lib of json.libraries) {
+    assert.match(lib.configuration, /connectionTimeoutMillis/);
+    const [errors, lost, crashes, hung] = row(lib.library);
+    assert.deepEqual([lib.errors, lib.lostWrites, lib.crashes, lib.hung].map(String), [errors, lost, crashes, hung], lib.library);
+  }
+  for (const fault of FAULTS) assert.ok(json.faults.some((f) => f.label.includes(fault)), `no JSON row for ${fault}`);
+  for (const f of json.faults) assert.deepEqual(Object.keys(f.cells).sort(), ['pg', 'pg-lifeline']);
+  assert.match(run.stdout, /pg-lifeline with default options/);
 });
 
 test('error codes appear intact, each kind with an example message', () => {

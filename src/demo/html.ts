@@ -1,7 +1,8 @@
 // The self-contained HTML report: inline CSS, inline SVG charts, no external assets.
 import { CELL_COLUMNS, describeKind, errorGroups, faultRows, headline, LEAD_SECONDS, rowLabel } from './breakdown.js';
 import { COLUMNS } from './summary.js';
-import { LABEL, type DemoResult, type FaultWindow, type LibSummary } from './model.js';
+import { CONFIGURATIONS } from './json.js';
+import { LABEL, LIBS, type DemoResult, type FaultWindow, type LibSummary } from './model.js';
 
 const COLOUR: Record<LibSummary['lib'], string> = { pg: '#d9480f', 'pg-lifeline': '#1971c2' };
 const W = 900;
@@ -118,6 +119,7 @@ svg{width:100%;height:auto;background:#fafafa}.outage{fill:#f03e3e;fill-opacity:
 plain <code>pg.Pool</code> (with a pool <code>error</code> listener, as its docs advise) and through pg-lifeline (no
 listener, default options, no <code>query_timeout</code>), each in its own process, through a fault proxy in front of
 ${escape(result.server)}. A crashed process was restarted and counted. Generated ${generatedAt.toISOString()}.</p>
+<ul id="configurations">${LIBS.map((lib) => `<li><b>${LABEL[lib]}</b>: ${escape(CONFIGURATIONS[lib])}</li>`).join('')}</ul>
 <h2>Per fault</h2>
 ${faultTable(result)}
 <p class="note">Each op counts under the fault that last struck before it started (from ${LEAD_SECONDS} s before it, for ops

@@ -9,6 +9,7 @@ import { FaultProxy } from '../throwaway/proxy.js';
 import { killAllWorkers, Supervisor } from './children.js';
 import { playFaults, type FaultContext } from './faults.js';
 import { renderHtml } from './html.js';
+import { CONFIGURATIONS, demoJson } from './json.js';
 import { ID_PREFIX, LABEL, LIBS, type DemoResult, type FaultWindow, type WorkerConfig } from './model.js';
 import { findServerBinaries, ServerBinariesNotFoundError } from '../throwaway/binaries.js';
 import { createTables, dropTables, startThrowaway, urlTarget, type Target } from './server.js';
@@ -27,6 +28,7 @@ Options:
   --url <url>       use this server instead of a throwaway one (restart, crash and idle timeout are skipped)
   --seconds <n>     length of the run, 20 to 300 (default 90)
   --report <path>   where to write the HTML report (default ./pg-lifeline-demo.html)
+  --json <path>     also write every figure of the report as JSON (shape: docs/demo-json.md)
   --no-open         do not open the report in a browser
   -h, --help        show this help
 `;
@@ -40,6 +42,7 @@ interface DemoArgs {
   url?: string;
   seconds: number;
   report: string;
+  json?: string;
   open: boolean;
 }
 
@@ -48,7 +51,7 @@ function parseDemoArgs(argv: string[]): DemoArgs | 'help' {
   try {
     ({ values } = parseArgs({
       args: argv,
-      options: { url: { type: 'string' }, seconds: { type: 'string' }, report: { type: 'string' }, 'no-open': { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+      options: { url: { type: 'string' }, seconds: { type: 'string' }, report: { type: 'string' }, json: { type: 'string' }, 'no-open': { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
     }));
   } catch (error) {
     throw new UsageError((error as Error).message.split('. ')[0] ?? String(error));
@@ -56,7 +59,13 @@ function parseDemoArgs(argv: string[]): DemoArgs | 'help' {
   if (values.help) return 'help';
   const seconds = Number(values.seconds ?? 90);
   if (!Number.isInteger(seconds) || seconds < 20 || seconds > 300) throw new UsageError(`--seconds must be a whole number from 20 to 300, not ${JSON.stringify(values.seconds)}`);
-  return { ...(values.url ? { url: values.url } : {}), seconds, report: path.resolve(values.report ?? 'pg-lifeline-demo.html'), open: !values['no-open'] };
+  return {
+    ...(values.url ? { url: values.url } : {}),
+    ...(values.json ? { json: path.resolve(values.json) } : {}),
+    seconds,
+    report: path.resolve(values.report ?? 'pg-lifeline-demo.html'),
+    open: !values['no-open'],
+  };
 }
 
 export async function runDemo(argv: string[]): Promise<number> {
@@ -89,6 +98,7 @@ export async function runDemo(argv: string[]): Promise<number> {
     await createTables(target);
     proxy = await FaultProxy.start(target.conn);
     log(`server: ${target.describe}; both libraries connect through a fault proxy on 127.0.0.1:${proxy.port}`);
+    for (const lib of LIBS) log(`configuration of ${LABEL[lib]}: ${CONFIGURATIONS[lib]}`);
     const result = await play(args, target, proxy, aborter.signal);
     if (!result) return 130;
     log(`\n${headline(result.libs, result.sent, result.seconds)}\n\n${faultTextTable(faultRows(result), LIBS)}\n`);
@@ -97,8 +107,13 @@ export async function runDemo(argv: string[]): Promise<number> {
     log(`notified: LISTEN notifications received of those sent in the row's span (one a second).\n`);
     for (const lib of result.libs) for (const error of lib.listenErrors) log(`${LABEL[lib.lib]}: a worker process could not LISTEN: ${error}\n`);
     log(`${textTable(result.libs)}\n\n${errorText(result.libs)}`);
-    await writeFile(args.report, renderHtml(result, new Date()));
+    const generatedAt = new Date();
+    await writeFile(args.report, renderHtml(result, generatedAt));
     log(`\nreport: ${args.report}`);
+    if (args.json) {
+      await writeFile(args.json, `${JSON.stringify(demoJson(result, generatedAt), null, 2)}\n`);
+      log(`json: ${args.json}`);
+    }
     if (args.open) openInBrowser(args.report);
     return 0;
   } finally {

@@ -1,0 +1,73 @@
+// The report's figures as JSON (`pg-lifeline demo --json FILE`), for CI and for users who check
+// them. The shape is documented in docs/demo-json.md; `version` changes when it does.
+import { errorGroups, faultRows, headline, listenerAlive, type FaultRow } from './breakdown.js';
+import { LABEL, type DemoResult, type ErrorKind, type Lib } from './model.js';
+
+/** Bumped whenever a field is removed or changes meaning. */
+const JSON_VERSION = 1;
+
+/** How each library is configured in the demo, as the report says it. */
+export const CONFIGURATIONS: Record<Lib, string> = {
+  pg: 'pg.Pool as its docs advise: a pool error listener; max 8 for the workload plus one client held for LISTEN; connectionTimeoutMillis 5000 so connects fail instead of waiting for ever',
+  'pg-lifeline': 'pg-lifeline with default options (no query_timeout, no error listener); max 8; connectionTimeoutMillis 5000 like pg.Pool; reads marked idempotent; LISTEN through pool.listen()',
+};
+
+/** Everything the report shows, per library and per fault. */
+export interface DemoJson {
+  version: number;
+  generatedAt: string;
+  seconds: number;
+  server: string;
+  headline: string;
+  /** Faults the run could not play (a server given with --url cannot be restarted). */
+  skipped: string[];
+  libraries: Array<{
+    library: string;
+    configuration: string;
+    ok: number;
+    errors: number;
+    lostWrites: number;
+    crashes: number;
+    hung: number;
+    recoveryMs: number | null;
+    opsPerSecond: number;
+    listenerAliveAtEnd: boolean | null;
+    /** Errors by code and cause, each with one full example message. */
+    errorKinds: ErrorKind[];
+    /** ok and error counts per second of the run. */
+    okPerSecond: number[];
+    errorsPerSecond: number[];
+  }>;
+  /** The per-fault table: one row per fault window (and one for ops outside them). */
+  faults: FaultRow[];
+  windows: DemoResult['windows'];
+}
+
+/** The JSON document for `result`. */
+export function demoJson(result: DemoResult, generatedAt: Date): DemoJson {
+  return {
+    version: JSON_VERSION,
+    generatedAt: generatedAt.toISOString(),
+    seconds: result.seconds,
+    server: result.server,
+    headline: headline(result.libs, result.sent, result.seconds),
+    skipped: result.skipped,
+    libraries: result.libs.map((lib) => ({
+      library: LABEL[lib.lib],
+      configuration: CONFIGURATIONS[lib.lib],
+      ok: lib.ok,
+      errors: lib.errors,
+      lostWrites: lib.lostWrites,
+      crashes: lib.crashes,
+      hung: lib.hung,
+      recoveryMs: lib.recoveryMs,
+      opsPerSecond: lib.opsPerSecond,
+      listenerAliveAtEnd: listenerAlive(lib, result.sent, result.seconds),
+      errorKinds: errorGroups(lib),
+      okPerSecond: lib.okSeries,
+      errorsPerSecond: lib.errorSeries,
+    })),
+    faults: faultRows(result),
+    windows: result.windows,
+  };
+}
