@@ -42,6 +42,7 @@ interface Session {
   readonly release: () => void;
   /** Handlers currently waiting to be released. */
   readonly held: () => number;
+  readonly pool: pg.Pool;
 }
 
 /** Runs `fn` with a graphile-worker runner on `setup`'s pool, then stops it and ends the pool (the runner leaves it to its owner). */
@@ -71,7 +72,7 @@ async function withWorker(t: TestContext, setup: Setup, fn: (s: Session) => Prom
   const unwatch = watchProcess(tally);
   const runner = await run({ pgPool: pool, taskList: { record }, concurrency: CONCURRENCY, noHandleSignals: true, pollInterval: 100, logger });
   try {
-    await fn({ runner, app, tally, release: open, held: () => waiting });
+    await fn({ runner, app, tally, pool, release: open, held: () => waiting });
   } finally {
     open();
     await runner.stop();
@@ -115,6 +116,28 @@ function checkOnce(t: TestContext, setup: Setup, counts: Map<string, number>): v
   if (setup.lifeline) assert.deepEqual(wrong, [], 'each job ran exactly once (job, runs)');
 }
 
+/** Whether a backend of `app` has LISTEN as its last statement: graphile-worker's dedicated client (taken with callback-style connect). */
+async function listening(app: string): Promise<boolean> {
+  const rows = await cluster.query(`SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND query LIKE 'LISTEN %'`, [app]);
+  return rows.length === 1;
+}
+
+/**
+ * After a fault: graphile-worker listens again, and every connection the pool holds is a live
+ * backend. graphile-worker gives the dead LISTEN client back with a plain release(), no error: a
+ * pool that kept it would count more connections than there are backends.
+ */
+async function recovered(t: TestContext, setup: Setup, { app, pool }: Session): Promise<void> {
+  const listens = await waitFor('graphile-worker to LISTEN again', () => listening(app), { timeoutMs: 15_000 }).catch(() => false);
+  let live = 0;
+  const matches = await waitFor('as many pool connections as live backends', async () => (live = (await cluster.backendPids(app)).length) === pool.totalCount, { timeoutMs: 5_000 }).catch(() => false);
+  t.diagnostic(`figure: graphile-worker | ${setup.name} | LISTEN again ${listens} | pool connections ${pool.totalCount}, live backends ${live}`);
+  if (setup.lifeline) {
+    assert.equal(listens, true, 'graphile-worker listens again');
+    assert.equal(matches, true, 'no dead connection is kept');
+  }
+}
+
 /** Enqueues a held batch, waits until jobs are in flight, applies `fault`, enqueues another batch, then counts runs. */
 async function acrossFault(s: Session, name: string, fault: () => Promise<void>): Promise<Map<string, number>> {
   const before = await addBatch(s, `${name}-before`, true);
@@ -123,6 +146,13 @@ async function acrossFault(s: Session, name: string, fault: () => Promise<void>)
   s.release();
   const afterFault = await addBatch(s, `${name}-after`);
   return runsOf([...before, ...afterFault]);
+}
+
+/** `acrossFault`, checking first that graphile-worker listens, and afterwards that it recovered. */
+async function faultCase(t: TestContext, setup: Setup, s: Session, name: string, fault: () => Promise<void>): Promise<void> {
+  await waitFor('graphile-worker to LISTEN', () => listening(s.app));
+  checkOnce(t, setup, await acrossFault(s, name, fault));
+  await recovered(t, setup, s);
 }
 
 test('runs on Node.js 22.18 or later, as graphile-worker 0.18 requires', () => {
@@ -142,19 +172,17 @@ for (const setup of setups) {
 
     test('every idle backend killed, the LISTEN one included: jobs before and after run once', async (t) => {
       await withWorker(t, setup, async (s) => {
-        const counts = await acrossFault(s, `kill-${s.app}`, async () => {
+        await faultCase(t, setup, s, `kill-${s.app}`, async () => {
           const pids = await cluster.backendPids(s.app);
           assert.ok((await cluster.terminateBackends(s.app)) >= 1);
           await waitFor('the backends to exit', async () => !(await cluster.backendPids(s.app)).some((pid) => pids.includes(pid)));
         });
-        checkOnce(t, setup, counts);
       });
     });
 
     test('fast restart: jobs before and after run once', async (t) => {
       await withWorker(t, setup, async (s) => {
-        const counts = await acrossFault(s, `restart-${s.app}`, () => cluster.restart('fast'));
-        checkOnce(t, setup, counts);
+        await faultCase(t, setup, s, `restart-${s.app}`, () => cluster.restart('fast'));
       });
     });
   });
