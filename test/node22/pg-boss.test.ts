@@ -7,11 +7,11 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test, type TestContext } from 'node:test';
 import { PgBoss } from 'pg-boss';
 import * as pg from 'pg';
-import { Pool, pgBossDb } from '../../src/index.js';
+import { Pool, isOutcomeUnknown, pgBossDb } from '../../src/index.js';
 import { PgCluster } from '../harness/cluster.js';
 import { waitFor } from '../harness/wait.js';
 import { newTally, report, settle, watchProcess, type Tally } from '../integrations/fault-tally.js';
-import { settled } from '../integrations/orm-shared.js';
+import { running, settled } from '../integrations/orm-shared.js';
 
 const setups = [
   { name: 'pg-lifeline (pgBossDb)', lifeline: true },
@@ -177,5 +177,25 @@ describe('pgBossDb', () => {
       await pool.end();
     }
     assert.equal(pgBossDb(pool).poolCounts(), null);
+  });
+
+  test('a statement killed while it runs is not retried: it rejects as outcome unknown', async () => {
+    const app = `boss-unknown-${process.pid}`;
+    const pool = new Pool({ ...cluster.clientConfig(), application_name: app, max: 1 });
+    pool.on('error', () => undefined);
+    try {
+      const db = pgBossDb(pool);
+      const insert = db.executeSql(`INSERT INTO runs (job) SELECT $1 FROM pg_sleep(2)`, ['unknown']);
+      const failed = insert.then(() => undefined, (error: unknown) => error);
+      const [pid] = await waitFor('the insert to start', () => cluster.backendPids(app).then((pids) => (pids.length === 1 ? pids : undefined)));
+      assert.ok(pid !== undefined);
+      await running(cluster, pid);
+      await cluster.query('SELECT pg_terminate_backend($1)', [pid]);
+      const error = await failed;
+      assert.ok(isOutcomeUnknown(error), String(error));
+      assert.deepEqual(await cluster.query(`SELECT job FROM runs WHERE job = 'unknown'`), [], 'it ran once, and the kill rolled it back');
+    } finally {
+      await pool.end();
+    }
   });
 });
