@@ -52,7 +52,7 @@ async function withWorker(t: TestContext, setup: Setup, fn: (s: Session) => Prom
   const config = { ...cluster.clientConfig(), application_name: app, max: 4 };
   const pool: pg.Pool = setup.lifeline ? new Pool(config) : new pg.Pool(config);
   pool.on('error', (error: unknown) => void tally.pool.push(error));
-  // graphile-worker wants a 'connect' listener too (it warns otherwise); this one notes errors on idle clients.
+  // graphile-worker warns without a 'connect' listener; this one has nothing to add (the pool's 'error' counts idle deaths).
   pool.on('connect', (client: pg.PoolClient) => client.on('error', () => undefined));
   let open: () => void = () => undefined;
   const gate = new Promise<void>((resolve) => (open = resolve));
