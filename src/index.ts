@@ -49,3 +49,4 @@ export {
 } from './metrics/prometheus.js';
 export { registerOpenTelemetryMetrics, type OpenTelemetryOptions, type OtelMeterLike } from './metrics/opentelemetry.js';
 export type { MetricsHandle, MetricsPool } from './metrics/names.js';
+export { pgBossDb, type PgBossDatabase } from './integrations/pg-boss.js';
