@@ -1,7 +1,7 @@
 // The report's figures as JSON (`pg-lifeline demo --json FILE`), for CI and for users who check
 // them. The shape is documented in docs/demo-json.md; `version` changes when it does.
 import { errorGroups, faultRows, headline, listenerAlive, type FaultRow } from './breakdown.js';
-import { LABEL, type DemoResult, type ErrorKind, type Lib } from './model.js';
+import { LABEL, type DemoResult, type ErrorKind, type Lib, type LibSummary } from './model.js';
 
 /** Bumped whenever a field is removed or changes meaning. */
 const JSON_VERSION = 1;
@@ -10,6 +10,18 @@ const JSON_VERSION = 1;
 export const CONFIGURATIONS: Record<Lib, string> = {
   pg: 'pg.Pool as its docs advise: a pool error listener; max 8 for the workload plus one client held for LISTEN; connectionTimeoutMillis 5000 so connects fail instead of waiting for ever',
   'pg-lifeline': 'pg-lifeline with default options (no query_timeout, no error listener); max 8; connectionTimeoutMillis 5000 like pg.Pool; reads marked idempotent; LISTEN through pool.listen()',
+};
+
+/** One library's totals, as the summary has them, with its configuration and error kinds. */
+export type LibraryJson = Pick<LibSummary, 'ok' | 'errors' | 'lostWrites' | 'crashes' | 'hung' | 'recoveryMs' | 'opsPerSecond'> & {
+  library: string;
+  configuration: string;
+  listenerAliveAtEnd: boolean | null;
+  /** Errors by code and cause, each with one full example message. */
+  errorKinds: ErrorKind[];
+  /** ok and error counts per second of the run. */
+  okPerSecond: number[];
+  errorsPerSecond: number[];
 };
 
 /** Everything the report shows, per library and per fault. */
@@ -21,23 +33,7 @@ export interface DemoJson {
   headline: string;
   /** Faults the run could not play (a server given with --url cannot be restarted). */
   skipped: string[];
-  libraries: Array<{
-    library: string;
-    configuration: string;
-    ok: number;
-    errors: number;
-    lostWrites: number;
-    crashes: number;
-    hung: number;
-    recoveryMs: number | null;
-    opsPerSecond: number;
-    listenerAliveAtEnd: boolean | null;
-    /** Errors by code and cause, each with one full example message. */
-    errorKinds: ErrorKind[];
-    /** ok and error counts per second of the run. */
-    okPerSecond: number[];
-    errorsPerSecond: number[];
-  }>;
+  libraries: LibraryJson[];
   /** The per-fault table: one row per fault window (and one for ops outside them). */
   faults: FaultRow[];
   windows: DemoResult['windows'];

@@ -52,12 +52,15 @@ export function transactionStatusReader(client: pg.Client): () => TransactionSta
 
 /** True when a query is running, sent (pipeline mode) or queued: such a client cannot be handed to anyone else. */
 export function hasQueryInFlight(client: pg.Client): boolean {
+  const { active, sent, queued } = queriesOf(client);
+  return active !== null || sent.length > 0 || queued.length > 0;
+}
+
+// pg 8.20+ renamed these and deprecated the old names, so the old ones are read only as a fallback.
+function queriesOf(client: pg.Client): { active: unknown; sent: unknown[]; queued: unknown[] } {
   const c = client as unknown as ClientInternals;
-  // pg 8.20+ renamed these and deprecated the old names, so the old ones are read only as a fallback.
   const modern = '_activeQuery' in c;
-  const active = modern ? c._activeQuery : c.activeQuery;
-  const queue = modern ? c._queryQueue : c.queryQueue;
-  return (active ?? null) !== null || (queue !== undefined && queue.length > 0) || (c._sentQueryQueue?.length ?? 0) > 0;
+  return { active: (modern ? c._activeQuery : c.activeQuery) ?? null, sent: c._sentQueryQueue ?? [], queued: (modern ? c._queryQueue : c.queryQueue) ?? [] };
 }
 
 /**
@@ -66,13 +69,10 @@ export function hasQueryInFlight(client: pg.Client): boolean {
  * reader has given the client back. Unknown internals read as false.
  */
 export function inFlightRunsAlone(client: pg.Client): boolean {
-  const c = client as unknown as ClientInternals;
   const Query = (client.constructor as { Query?: unknown }).Query;
   if (typeof Query !== 'function') return false;
-  const modern = '_activeQuery' in c;
-  const active = modern ? c._activeQuery : c.activeQuery;
-  const queued = [...(c._sentQueryQueue ?? []), ...((modern ? c._queryQueue : c.queryQueue) ?? [])];
-  return [active ?? null, ...queued].every((query) => query === null || query instanceof Query);
+  const { active, sent, queued } = queriesOf(client);
+  return [active, ...sent, ...queued].every((query) => query === null || query instanceof Query);
 }
 
 /** True once the app called `client.end()` or the client stopped being queryable: it cannot be reused. */

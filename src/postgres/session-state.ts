@@ -2,7 +2,7 @@
 // the client after every failed pool.query, so stale session state never outlived one failure
 // there. pg-lifeline keeps the connection after ordinary SQL errors (a unique violation says
 // nothing about the session), so it retires it only after the failures that do.
-import { splitStatements } from './statement-shape.js';
+import { readShape } from './statement-shape.js';
 
 /**
  * True when a `pool.query` that failed with `error` (a SQL error, the session still up) may have
@@ -19,16 +19,8 @@ export function leavesStaleSession(error: unknown, text: unknown, values: unknow
   const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown };
   if (code === '26000') return true;
   if (code === '0A000' && typeof message === 'string' && message.includes('cached plan must not change result type')) return true;
-  return isScript(text, values);
-}
-
-function isScript(text: unknown, values: unknown): boolean {
-  const config = typeof text === 'string' ? { text } : (text as { text?: unknown; values?: unknown; name?: unknown } | null);
-  const sql = config?.text;
-  if (typeof sql !== 'string') return false;
+  const shape = readShape(text, values);
   // The extended protocol carries exactly one statement.
-  const bound = Array.isArray(values) ? values : config?.values;
-  if (Boolean(config?.name) || (Array.isArray(bound) && bound.length > 0)) return false;
-  const statements = splitStatements(sql);
-  return statements === undefined || statements.length > 1;
+  if (shape === undefined || shape.extended) return false;
+  return shape.statements === undefined || shape.statements.length > 1;
 }

@@ -11,16 +11,25 @@
  * CREATE INDEX CONCURRENTLY...). When the text cannot be read with certainty, the answer is false.
  */
 export function ranAsOneTransaction(text: unknown, values: unknown): boolean {
+  const shape = readShape(text, values);
+  if (shape === undefined || shape.statements === undefined) return false;
+  if (shape.extended && shape.statements.length > 1) return false;
+  return shape.statements.every(isSingleTransactionStatement);
+}
+
+/**
+ * How pool.query's `text` and `values` go to the server: over the extended protocol (one
+ * statement) or the simple one, and the statements of the text (undefined when it cannot be read
+ * with certainty). Undefined when there is no SQL text at all (a Submittable).
+ */
+export function readShape(text: unknown, values: unknown): { extended: boolean; statements: string[][] | undefined } | undefined {
   const config = typeof text === 'string' ? { text } : (text as QueryShape | null);
   const sql = config?.text;
-  if (typeof sql !== 'string') return false;
-  const statements = splitStatements(sql);
-  if (statements === undefined) return false;
+  if (typeof sql !== 'string') return undefined;
   const bound = Array.isArray(values) ? values : config?.values;
   // pg's own rule for choosing the extended protocol (Query#requiresPreparation).
   const extended = config?.queryMode === 'extended' || Boolean(config?.name) || Boolean(config?.rows) || (sql !== '' && Array.isArray(bound) && bound.length > 0);
-  if (extended && statements.length > 1) return false;
-  return statements.every(isSingleTransactionStatement);
+  return { extended, statements: splitStatements(sql) };
 }
 
 /** The fields of a pg query config that decide how it is sent. */
