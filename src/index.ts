@@ -6,7 +6,7 @@ export { Pool, type AcquireOptions, type LeasedClient, type StatementOptions } f
 export type { PoolOptions, ResolvedPoolOptions, ClientConstructor, RetryOptions, ResolvedRetry } from './config.js';
 export type { IsolationLevel, TransactionOptions } from './postgres/transaction.js';
 export type { TargetSessionAttrs } from './postgres/hosts.js';
-export type { EvictionEvent } from './postgres/manager.js';
+export type { EvictionEvent } from './postgres/reporter.js';
 export type { EvictionReason, PoolStats } from './stats.js';
 export {
   LifelineError,
