@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import { after, before, beforeEach, describe, test, type TestContext } from 'node:test';
-import { DriverException, EntitySchema, MikroORM, PostgreSqlConnection, PostgreSqlDriver, type EntityManager } from '@mikro-orm/postgresql';
+import { DriverException, EntitySchema, UniqueConstraintViolationException, MikroORM, PostgreSqlConnection, PostgreSqlDriver, type EntityManager } from '@mikro-orm/postgresql';
 import { PostgresDialect } from 'kysely';
 import pg from 'pg';
 import { ConnectionLostError, OutcomeUnknownError, Pool, mikroOrmDriver } from '../../src/index.js';
@@ -213,6 +213,8 @@ for (const driver of drivers) {
           tx.create(PaymentEntity, { ref: 'kept', amount: 5 });
         });
         assert.equal(await paymentCount(cluster, 'kept'), 1);
+        // MikroORM maps the error's SQLSTATE to its own classes; pg-lifeline keeps pg's code.
+        await assert.rejects(orm.em.fork().insert(ItemEntity, { id: 1, label: 'again' }), UniqueConstraintViolationException);
         let streamed = 0;
         for await (const item of orm.em.fork().stream(ItemEntity)) if (item.id > 0) streamed++;
         assert.equal(streamed, 3, 'em.stream goes through the cursor');
@@ -294,7 +296,8 @@ for (const driver of drivers) {
         // MikroORM's own pool the dead one stays checked out. mikroOrmDriver gives it back.
         if (driver.lifeline) await waitFor('every connection back in the pool', () => s.pool.idleCount === s.pool.totalCount);
         const stuck = s.pool.totalCount - s.pool.idleCount;
-        t.diagnostic(`figure: MikroORM | ${t.name} | ${driver.name} | connections left checked out ${stuck}`);
+        const saved = await paymentCount(cluster, ref);
+        t.diagnostic(`figure: MikroORM | ${t.name} | ${driver.name} | connections left checked out ${stuck} | rows after the kill ${afterKill}, after the retry ${saved}`);
         if (driver.lifeline) {
           assert.equal(s.tally.app.length, 1, 'the killed transaction rejected');
           const error = s.tally.app[0];
@@ -314,3 +317,21 @@ for (const driver of drivers) {
     });
   });
 }
+
+test("for comparison: a PostgresDialect over pg-lifeline's Pool in driverOptions skips MikroORM's type parsers", async (t) => {
+  const { host, port, user, password, database, ssl } = cluster.clientConfig();
+  const pool = new Pool({ host, port, user, password, database, ssl, application_name: `mikro-${process.pid}-dialect` });
+  const orm = await MikroORM.init({ dbName: database, driverOptions: new PostgresDialect({ pool }), entities: [ItemEntity, PaymentEntity, TypedEntity] });
+  try {
+    assert.equal(await orm.em.getConnection().getNativeClient().then(() => 'given', () => 'refused'), 'refused', 'getNativeClient() refuses: the pool is not MikroORM\'s');
+    await cluster.query(`INSERT INTO typed VALUES (1, 1, '2024-02-29', 1.5, '2024-02-29T23:30:00Z')`);
+    const raw = await orm.em.getConnection().execute<{ day: unknown }[]>('SELECT day FROM typed');
+    // pg's global parser turns a date into a Date at local midnight, where MikroORM's keeps the text.
+    assert.ok(raw[0]?.day instanceof Date, String(raw[0]?.day));
+    const typed = await orm.em.fork().findOneOrFail(TypedEntity, { id: 1 });
+    t.diagnostic(`figure: MikroORM | driverOptions: PostgresDialect | raw date column ${Object.prototype.toString.call(raw[0]?.day)} | entity date ${JSON.stringify(typed.day)} (TZ=${process.env['TZ'] ?? 'unset'})`);
+  } finally {
+    await orm.close();
+  }
+  assert.equal(pool.ended, true, 'orm.close() ends a pool handed over inside a dialect too');
+});
