@@ -9,7 +9,7 @@ import { after, before, beforeEach, describe, test, type TestContext } from 'nod
 import { DriverException, EntitySchema, UniqueConstraintViolationException, MikroORM, PostgreSqlConnection, PostgreSqlDriver, type EntityManager } from '@mikro-orm/postgresql';
 import { PostgresDialect } from 'kysely';
 import pg from 'pg';
-import { ConnectionLostError, OutcomeUnknownError, Pool, mikroOrmDriver } from '../../src/index.js';
+import { ConfigError, ConnectionLostError, OutcomeUnknownError, Pool, mikroOrmDriver } from '../../src/index.js';
 import { PgCluster } from '../harness/cluster.js';
 import { waitFor } from '../harness/wait.js';
 import { newTally, report, settle, watchProcess, type Tally } from '../integrations/fault-tally.js';
@@ -334,4 +334,17 @@ test("for comparison: a PostgresDialect over pg-lifeline's Pool in driverOptions
     await orm.close();
   }
   assert.equal(pool.ended, true, 'orm.close() ends a pool handed over inside a dialect too');
+});
+
+test("a bad pg-lifeline option in driverOptions fails the first connect with pg-lifeline's ConfigError", async () => {
+  const { host, port, user, password, database, ssl } = cluster.clientConfig();
+  const driver = drivers[0].driver;
+  // MikroORM 7 connects lazily: init() builds no pool, the first query or orm.connect() does.
+  const orm = await MikroORM.init({ driver, host, port, user, password, dbName: database, driverOptions: { ssl, shutdownTimeoutMillis: -1 }, entities: [ItemEntity] });
+  // An entity call wraps it in MikroORM's DriverException, which keeps its fields; orm.connect() does not wrap.
+  const isConfigError = (error: unknown): boolean =>
+    (error as ConfigError).lifelineCode === 'PGL_CONFIG' && (error as ConfigError).option === 'shutdownTimeoutMillis';
+  await assert.rejects(orm.em.fork().findOne(ItemEntity, { id: 1 }), (error) => error instanceof DriverException && isConfigError(error));
+  await assert.rejects(orm.connect(), (error) => error instanceof ConfigError && isConfigError(error));
+  await orm.close();
 });
