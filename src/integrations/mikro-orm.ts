@@ -100,11 +100,11 @@ function lifelineConnection(Base: ConnectionClass, { dialect, cursor }: MikroOrm
       this.handlePoolErrors?.(pool);
       if (typeof onPoolCreated === 'function') void (onPoolCreated as (pool: Pool) => unknown)(pool);
       const hook = (name: string): Hook | undefined => (this.options[name] ?? this.config.get(name)) as Hook | undefined;
-      const onReserve = hook('onReserveConnection');
       const config: DialectConfig = { pool };
       if (cursor !== undefined) config.cursor = cursor;
       const onCreate = hook('onCreateConnection');
       if (onCreate !== undefined) config.onCreateConnection = onCreate;
+      const onReserve = hook('onReserveConnection');
       const reserve =
         this.config.get('sessionContext') === 'connection' && this.composeSessionContextOnReserve ? this.composeSessionContextOnReserve(onReserve) : onReserve;
       if (reserve !== undefined) config.onReserveConnection = reserve;
