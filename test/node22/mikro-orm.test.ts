@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import { after, before, beforeEach, describe, test, type TestContext } from 'node:test';
-import { DriverException, EntitySchema, UniqueConstraintViolationException, MikroORM, PostgreSqlConnection, PostgreSqlDriver, type EntityManager } from '@mikro-orm/postgresql';
+import { DriverException, EntitySchema, RequestContext, UniqueConstraintViolationException, MikroORM, PostgreSqlConnection, PostgreSqlDriver, type EntityManager } from '@mikro-orm/postgresql';
 import { PostgresDialect } from 'kysely';
 import pg from 'pg';
 import { ConfigError, ConnectionLostError, OutcomeUnknownError, Pool, mikroOrmDriver } from '../../src/index.js';
@@ -348,3 +348,43 @@ test("a bad pg-lifeline option in driverOptions fails the first connect with pg-
   await assert.rejects(orm.connect(), (error) => error instanceof ConfigError && isConfigError(error));
   await orm.close();
 });
+
+for (const driver of drivers) {
+  test(`MikroORM's connection hooks and sessionContext: 'connection' on ${driver.name}`, async (t) => {
+    const { host, port, user, password, database, ssl } = cluster.clientConfig();
+    const created: unknown[] = [];
+    let reserved = 0;
+    const orm = await MikroORM.init({
+      driver: driver.driver,
+      host,
+      port,
+      user,
+      password,
+      dbName: database,
+      pool: { max: 1 },
+      driverOptions: { ssl, application_name: `mikro-${process.pid}-hooks` },
+      entities: [ItemEntity],
+      sessionContext: 'connection',
+      onCreateConnection: async (connection) => void created.push(connection),
+      onReserveConnection: async () => void reserved++,
+    });
+    try {
+      const em = orm.em.fork();
+      em.setSessionContext({ variables: { 'app.tenant': '42' } });
+      const tenant = await RequestContext.create(em, () =>
+        em.getConnection().execute<{ tenant: string | null }[]>(`SELECT current_setting('app.tenant', true) AS tenant`),
+      );
+      assert.deepEqual(tenant, [{ tenant: '42' }], "MikroORM applied the EM's session variables on reserve");
+      // Outside that context, the reserve hook resets the session: the variable does not leak.
+      const after = await orm.em.fork().getConnection().execute<{ tenant: string | null }[]>(`SELECT nullif(current_setting('app.tenant', true), '') AS tenant`);
+      assert.deepEqual(after, [{ tenant: null }]);
+      t.diagnostic(`figure: MikroORM | hooks | ${driver.name} | 1 connection, ${reserved} reserves, onCreateConnection ran ${created.length}x`);
+      // Kysely knows a connection by the object pool.connect() gives. pg.Pool gives the same client
+      // each time; pg-lifeline gives a new lease per checkout, so Kysely's "new connection" hook runs
+      // on every checkout there. Per-connection set-up belongs in pg-lifeline's onConnect.
+      assert.equal(created.length, driver.lifeline ? reserved : 1);
+    } finally {
+      await orm.close();
+    }
+  });
+}
