@@ -50,3 +50,4 @@ export {
 export { registerOpenTelemetryMetrics, type OpenTelemetryOptions, type OtelMeterLike } from './metrics/opentelemetry.js';
 export type { MetricsHandle, MetricsPool } from './metrics/names.js';
 export { pgBossDb, type PgBossDatabase } from './integrations/pg-boss.js';
+export { mikroOrmDriver, type KyselyDialectClass, type MikroOrmDriverOptions } from './integrations/mikro-orm.js';
