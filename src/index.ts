@@ -6,7 +6,7 @@ export { Pool, type AcquireOptions, type LeasedClient, type StatementOptions } f
 export type { PoolOptions, ResolvedPoolOptions, ClientConstructor, RetryOptions, ResolvedRetry } from './config.js';
 export type { IsolationLevel, TransactionOptions } from './postgres/transaction.js';
 export type { TargetSessionAttrs } from './postgres/hosts.js';
-export type { EvictionEvent } from './postgres/manager.js';
+export type { EvictionEvent } from './postgres/reporter.js';
 export type { EvictionReason, PoolStats } from './stats.js';
 export {
   LifelineError,
@@ -50,3 +50,4 @@ export {
 export { registerOpenTelemetryMetrics, type OpenTelemetryOptions, type OtelMeterLike } from './metrics/opentelemetry.js';
 export type { MetricsHandle, MetricsPool } from './metrics/names.js';
 export { pgBossDb, type PgBossDatabase } from './integrations/pg-boss.js';
+export { mikroOrmDriver, type KyselyDialectClass, type MikroOrmDriverOptions } from './integrations/mikro-orm.js';

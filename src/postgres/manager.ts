@@ -1,4 +1,3 @@
-import type * as pg from 'pg';
 import type { ResolvedConfig } from '../config.js';
 import { ResourcePool, now, type ResourceHooks, type ResourceState } from '../core/resource-pool.js';
 import { ConnectionLostError, LifelineError, OutcomeUnknownError, QueryTimeoutError, ServerUnavailableError, sqlStateOf } from '../errors.js';
@@ -18,28 +17,6 @@ import { Maintenance } from './maintenance.js';
 import { MonitorHooks } from './monitor-hooks.js';
 import { OPEN_RETRY_BASE_MILLIS, fatalOpenError, isFatalOpenError, openRetryCapMillis } from './open-policy.js';
 import { Retrier, type RetryEvent, type RetryObserver } from './retrier.js';
-
-/** Details of the `evict` event. */
-export interface EvictionEvent {
-  readonly client: pg.Client;
-  readonly reason: EvictionReason;
-  /** The failure behind it, for `died`, `failed-check` and `released-with-error`. */
-  readonly error: unknown;
-  /** What the failure most likely was, and what to do (when there was a failure). */
-  readonly diagnosis: Diagnosis | undefined;
-}
-
-/**
- * A copy of `error` carrying `client`, as pg.Pool's idle `error` event sets `err.client`. A copy,
- * so the error the pool keeps as the connection's failure does not hold the client.
- */
-function withClient(error: Error, client: pg.Client): Error {
-  const copy = Object.assign(Object.create(Object.getPrototypeOf(error) as object) as Error, error, { client });
-  Object.defineProperty(copy, 'message', { value: error.message, writable: true, configurable: true });
-  Object.defineProperty(copy, 'stack', { value: error.stack, writable: true, configurable: true });
-  if (error.cause !== undefined) copy.cause = error.cause;
-  return copy;
-}
 
 /**
  * PostgreSQL policy over the generic pool: which connections may be handed out (validation,
@@ -303,7 +280,7 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
     else this.core.markBroken(connection);
     // pg.Pool re-emits idle deaths as 'error', which crashes apps that do not listen.
     // The event is kept for those that do; the eviction itself is always reported.
-    if (inBackground && this.#report.listens('error')) this.#report.emit('error', withClient(error, connection.client), connection.client);
+    if (inBackground) this.#report.idleError(error, connection.client);
     // Re-read after the death was explained: the settings may be what changed.
     if (sqlStateOf(error) === '57P05') this.knowledge.forget(connection.target.key);
   }
@@ -320,13 +297,7 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
     if (connection.state === 'closed') return;
     this.stats.evicted(reason);
     const diagnosis = error === undefined ? undefined : this.diagnose(error, connection);
-    this.#report.log(reason === 'died' || reason === 'failed-check' ? 'info' : 'debug', `closing a connection (${reason})${diagnosis ? `: ${diagnosis.summary}` : ''}`, {
-      reason,
-      host: connection.target.key,
-      cause: diagnosis?.cause,
-    });
-    const event: EvictionEvent = { client: connection.client, reason, error, diagnosis };
-    this.#report.emit('evict', event);
+    this.#report.evicted(connection.target.key, { client: connection.client, reason, error, diagnosis });
     this.core.destroy(connection);
   }
 

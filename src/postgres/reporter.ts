@@ -1,7 +1,31 @@
+import type * as pg from 'pg';
 import type { ResolvedConfig } from '../config.js';
+import type { Diagnosis } from '../diagnostics/diagnose.js';
 import { writeLog, type LogLevel } from '../diagnostics/logger.js';
 import { sqlStateOf } from '../errors.js';
-import type { StatsRecorder } from '../stats.js';
+import type { EvictionReason, StatsRecorder } from '../stats.js';
+
+/** Details of the `evict` event. */
+export interface EvictionEvent {
+  readonly client: pg.Client;
+  readonly reason: EvictionReason;
+  /** The failure behind it, for `died`, `failed-check` and `released-with-error`. */
+  readonly error: unknown;
+  /** What the failure most likely was, and what to do (when there was a failure). */
+  readonly diagnosis: Diagnosis | undefined;
+}
+
+/**
+ * A copy of `error` carrying `client`, as pg.Pool's idle `error` event sets `err.client`. A copy,
+ * so the error the pool keeps as the connection's failure does not hold the client.
+ */
+function withClient(error: Error, client: pg.Client): Error {
+  const copy = Object.assign(Object.create(Object.getPrototypeOf(error) as object) as Error, error, { client });
+  Object.defineProperty(copy, 'message', { value: error.message, writable: true, configurable: true });
+  Object.defineProperty(copy, 'stack', { value: error.stack, writable: true, configurable: true });
+  if (error.cause !== undefined) copy.cause = error.cause;
+  return copy;
+}
 
 /** Where pool events go (the Pool itself). */
 export interface PoolEvents {
@@ -61,5 +85,21 @@ export class Reporter {
       this.emit('recovered', { downMillis });
     }
     this.log('debug', 'opened a connection', { host });
+  }
+
+  /** pg.Pool's 'error' event for a connection that died idle, sent only to an app that listens: pg.Pool's crashes apps that do not. */
+  idleError(error: Error, client: pg.Client): void {
+    if (this.listens('error')) this.emit('error', withClient(error, client), client);
+  }
+
+  /** A connection is being closed: the log line and the `evict` event. */
+  evicted(host: string, event: EvictionEvent): void {
+    const { reason, diagnosis } = event;
+    this.log(reason === 'died' || reason === 'failed-check' ? 'info' : 'debug', `closing a connection (${reason})${diagnosis ? `: ${diagnosis.summary}` : ''}`, {
+      reason,
+      host,
+      cause: diagnosis?.cause,
+    });
+    this.emit('evict', event);
   }
 }
