@@ -38,6 +38,7 @@ const LIBRARIES: readonly Library[] = [
   { key: 'knex', name: 'Knex', fixture: 'knex.mjs', packages: ['knex'], node: 20, queue: false },
   { key: 'graphile_worker', name: 'graphile-worker', fixture: 'graphile-worker.mjs', packages: ['graphile-worker'], node: 22, queue: true },
   { key: 'pg_boss', name: 'pg-boss', fixture: 'pg-boss.mjs', packages: ['pg-boss'], node: 22, queue: true },
+  { key: 'mikro_orm', name: 'MikroORM', fixture: 'mikro-orm.mjs', packages: ['@mikro-orm/core', '@mikro-orm/postgresql', 'kysely'], node: 22, queue: false },
 ];
 
 let work = '';
