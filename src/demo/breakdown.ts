@@ -95,7 +95,7 @@ export function faultRows(result: DemoResult): FaultRow[] {
 /**
  * Whether the app was told it may lose this notification: its NOTIFY, from its send to its
  * acknowledgement, overlaps a window the listener reported (from its start to the moment the
- * listener listened again; a window still open at the end runs to the end).
+ * listener listened again, or its worker process exited).
  */
 export function toldOf([sentAt, ackedAt]: [number, number], windows: ToldWindow[]): boolean {
   return windows.some(([from, to]) => ackedAt >= from && sentAt <= (to ?? Infinity));

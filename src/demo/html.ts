@@ -109,6 +109,7 @@ export function renderHtml(result: DemoResult, generatedAt: Date): string {
 body{font:15px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
 table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}
 th:first-child{text-align:left}th.group{text-align:center}#faults td,#faults tbody th{white-space:nowrap}
+#faults{font-size:13px}#faults th,#faults td{padding:.25em .4em}
 table.errors th{text-align:left}td.bad{background:#fff0f0;font-weight:600}
 table.errors td{text-align:left;vertical-align:top}table.errors td:first-child{text-align:right}td.example{font-size:13px}
 figure{margin:1.5em 0}figcaption{font-weight:600}#headline{font-size:1.15em;font-weight:600}

@@ -25,6 +25,8 @@ export type LibraryJson = Pick<LibSummary, 'ok' | 'errors' | 'lostWrites' | 'cra
   listenerAliveAtEnd: boolean | null;
   /** The LISTEN lane over the whole run: sent, delivered, lost, and lost ones the app was told of. */
   listen: ReturnType<typeof listenTotals>;
+  /** The loss windows the listener told the app of, in seconds from the start (see ToldWindow). */
+  listenWindows: Array<{ from: number; to: number | null }>;
   /** Errors by code and cause, each with one full example message. */
   errorKinds: ErrorKind[];
   /** ok and error counts per second of the run. */
@@ -68,6 +70,7 @@ export function demoJson(result: DemoResult, generatedAt: Date): DemoJson {
       opsPerSecond: lib.opsPerSecond,
       listenerAliveAtEnd: listenerAlive(lib, result.sent, result.seconds),
       listen: listenTotals(lib, result.sent),
+      listenWindows: lib.told.map(([from, to]) => ({ from: from / 1000, to: to === null ? null : to / 1000 })),
       errorKinds: errorGroups(lib),
       okPerSecond: lib.okSeries,
       errorsPerSecond: lib.errorSeries,

@@ -64,7 +64,7 @@ export const LISTEN_NOTE =
   `told: the lost ones the listener had told the app it might lose. A loss is told when its NOTIFY (from its send to its acknowledgement) ` +
   `overlaps a window the listener reported. Such a window opens at pg-lifeline's 'disconnected' event's since (the last time the session was ` +
   `proven listening), or when pg.Client emitted 'error' or 'end'; it closes when the listener listens again (pg-lifeline's 'reconnected'; ` +
-  `the new Client's LISTEN succeeding), or at the end of the run. Notifications sent while a crashed worker process was down are lost and not told.`;
+  `the new Client's LISTEN succeeding), or when its worker process exits. Notifications sent while a crashed worker process was down are lost and not told.`;
 
 /** What the worker's listener heard: payloads (send times), the loss windows it told the app of, and why it could not listen, if so. */
 export interface Heard {

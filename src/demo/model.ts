@@ -49,7 +49,7 @@ export interface ErrorKind {
 
 /**
  * A window in which the listener told the app it may lose notifications, as [from, to] in ms from t0;
- * to is null while it is still open. pg-lifeline: `disconnected`'s `since` to `reconnected`.
+ * to is null while it is still open; the worker closes it when it exits. pg-lifeline: `disconnected`'s `since` to `reconnected`.
  * pg.Client: the `error` or `end` event to the next successful LISTEN.
  */
 export type ToldWindow = [number, number | null];

@@ -40,6 +40,9 @@ export async function runWorker(config: WorkerConfig): Promise<number> {
     if (printed) return;
     printed = true;
     report.okTicks = [...okTicks].sort((a, b) => a - b);
+    // A listener's window ends with its process: after a crash, the next process's listener is another.
+    const exitedAt = Date.now() - config.t0;
+    for (const window of report.told) if (window[1] === null) window[1] = exitedAt;
     writeLine(JSON.stringify(report));
   };
   // A crash still sends what was seen until then.
