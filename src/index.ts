@@ -50,3 +50,6 @@ export {
 export { registerOpenTelemetryMetrics, type OpenTelemetryOptions, type OtelMeterLike } from './metrics/opentelemetry.js';
 export type { MetricsHandle, MetricsPool } from './metrics/names.js';
 export { pgBossDb, type PgBossDatabase } from './integrations/pg-boss.js';
+export { Client, type ClientOptions } from './client.js';
+export { HostsUnreachableError, type HostFailure } from './postgres/client-hosts.js';
+export { sequelizeRetryMatch } from './integrations/sequelize.js';
