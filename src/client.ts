@@ -109,35 +109,41 @@ export class Client extends pg.Client {
     if (callback === undefined) return opening;
     opening.then(() => callback(null as unknown as Error), callback);
   }
-
-  /** pg's query, with connection failures explained; a Submittable (cursor, stream) is passed through as is. */
-  override query(...args: any[]): any {
-    const record = recordOf(this);
-    const first = args[0] as { submit?: unknown } | undefined;
-    if (typeof first?.submit === 'function') return (super.query as (...a: unknown[]) => unknown)(...args);
-    const last = args.at(-1);
-    if (record.dead !== undefined) return refuse(record.dead, typeof last === 'function' ? (last as Callback) : undefined);
-    started(this, record);
-    if (typeof last === 'function') {
-      args[args.length - 1] = (err: Error | null, result?: unknown) => {
-        finished(record);
-        (last as Callback)(err === null || err === undefined ? err : (explain(record, err) as Error), result);
-      };
-      return (super.query as (...a: unknown[]) => unknown)(...args);
-    }
-    const running = (super.query as (...a: unknown[]) => Promise<unknown>)(...args);
-    return running.then(
-      (result) => {
-        finished(record);
-        return result;
-      },
-      (error: unknown) => {
-        finished(record);
-        throw explain(record, error);
-      },
-    );
-  }
 }
+
+const pgQuery = pg.Client.prototype.query as (this: pg.Client, ...args: unknown[]) => unknown;
+
+/**
+ * pg's query, with connection failures explained; a Submittable (cursor, stream) is passed through
+ * as is. Set on the prototype, not declared in the class, so `Client#query` keeps pg's typed overloads.
+ */
+function query(this: Client, ...args: unknown[]): unknown {
+  const record = recordOf(this);
+  const first = args[0] as { submit?: unknown } | undefined;
+  if (typeof first?.submit === 'function') return pgQuery.apply(this, args);
+  const last = args.at(-1);
+  if (record.dead !== undefined) return refuse(record.dead, typeof last === 'function' ? (last as Callback) : undefined);
+  started(this, record);
+  if (typeof last === 'function') {
+    args[args.length - 1] = (err: Error | null, result?: unknown) => {
+      finished(record);
+      (last as Callback)(err === null || err === undefined ? err : (explain(record, err) as Error), result);
+    };
+    return pgQuery.apply(this, args);
+  }
+  return (pgQuery.apply(this, args) as Promise<unknown>).then(
+    (result) => {
+      finished(record);
+      return result;
+    },
+    (error: unknown) => {
+      finished(record);
+      throw explain(record, error);
+    },
+  );
+}
+
+Object.defineProperty(Client.prototype, 'query', { value: query, writable: true, configurable: true });
 
 function recordOf(client: object): ClientRecord {
   const record = records.get(client);

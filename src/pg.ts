@@ -9,9 +9,10 @@
  * pg's lazy `native` binding is left out: a library that finds it switches to pg-native's Client,
  * which the Pool does not support.
  */
-export { Pool } from './index.js';
-export type { PoolOptions } from './index.js';
-export { Client, type ClientOptions } from './client.js';
+// From the library's entry, never its files: the build keeps './index.js' external, so both
+// entries share one copy of every class (one Pool, one Client, one set of error classes).
+export { Pool, Client } from './index.js';
+export type { PoolOptions, ClientOptions } from './index.js';
 export { Query, Connection, Result, TypeOverrides, DatabaseError, types, defaults, escapeIdentifier, escapeLiteral } from 'pg';
 export type {
   ClientConfig,
