@@ -4,7 +4,7 @@ import { ConfigError, ConnectFailedError, ConnectionLostError, LifelineError, No
 import { classifyFailure, isConnectionError, isPermanentConnectError, outcomeOf } from './postgres/classify.js';
 import type { Diagnosis } from './diagnostics/diagnose.js';
 import { chooseHost, readRole } from './postgres/client-hosts.js';
-import { watchSilence } from './postgres/client-watch.js';
+import { unwatchSilence, watchSilence } from './postgres/client-watch.js';
 import { CredentialCache, isAuthFailure, type PasswordProvider } from './postgres/credentials.js';
 import { roleMatches } from './postgres/host-router.js';
 import { resolveHosts, type HostSettings, type HostTarget, type TargetSessionAttrs } from './postgres/hosts.js';
@@ -56,7 +56,6 @@ interface ClientRecord {
   lastActiveAt: number;
   idleBeforeQuery: number;
   busy: number;
-  stopWatch: (() => void) | undefined;
   silence: SilentConnectionError | undefined;
   /** Set once a statement met the connection's end: later ones are refused before they are sent. */
   dead: Diagnosis | undefined;
@@ -119,25 +118,37 @@ const pgQuery = pg.Client.prototype.query as (this: pg.Client, ...args: unknown[
  */
 function query(this: Client, ...args: unknown[]): unknown {
   const record = recordOf(this);
-  const first = args[0] as { submit?: unknown } | undefined;
+  const first = args[0] as { submit?: unknown; callback?: unknown } | null | undefined;
   if (typeof first?.submit === 'function') return pgQuery.apply(this, args);
   const last = args.at(-1);
-  if (record.dead !== undefined) return refuse(record.dead, typeof last === 'function' ? (last as Callback) : undefined);
+  // pg takes the callback last, or as the config's `callback` field.
+  const callback = typeof last === 'function' ? (last as Callback) : typeof first?.callback === 'function' ? (first.callback as Callback) : undefined;
+  if (record.dead !== undefined) return refuse(record.dead, callback);
   started(this, record);
-  if (typeof last === 'function') {
-    args[args.length - 1] = (err: Error | null, result?: unknown) => {
-      finished(record);
-      (last as Callback)(err === null || err === undefined ? err : (explain(record, err) as Error), result);
+  if (callback !== undefined) {
+    const answered: Callback = (err, result) => {
+      finished(this, record);
+      callback(err === null || err === undefined ? err : (explain(record, err) as Error), result);
     };
-    return pgQuery.apply(this, args);
+    if (typeof last === 'function') args[args.length - 1] = answered;
+    else args[0] = { ...first, callback: answered };
   }
-  return (pgQuery.apply(this, args) as Promise<unknown>).then(
+  let running: unknown;
+  try {
+    running = pgQuery.apply(this, args);
+  } catch (error) {
+    // Thrown before anything was queued (bad arguments): nothing is in flight.
+    finished(this, record);
+    throw error;
+  }
+  if (callback !== undefined) return running;
+  return (running as Promise<unknown>).then(
     (result) => {
-      finished(record);
+      finished(this, record);
       return result;
     },
     (error: unknown) => {
-      finished(record);
+      finished(this, record);
       throw explain(record, error);
     },
   );
@@ -181,7 +192,6 @@ function prepare(options: ClientOptions): [pg.ClientConfig, ClientRecord] {
     lastActiveAt: Date.now(),
     idleBeforeQuery: 0,
     busy: 0,
-    stopWatch: undefined,
     silence: undefined,
     dead: undefined,
   };
@@ -231,19 +241,13 @@ function started(client: Client, record: ClientRecord): void {
   if (record.busy++ > 0) return;
   record.idleBeforeQuery = Date.now() - record.lastActiveAt;
   const target = record.target;
-  record.stopWatch = watchSilence(
-    client,
-    { graceMillis: record.graceMillis, detectionMillis: record.detectionMillis, probeOptions: () => clientConfig(record, target, false), host: target.key },
-    () => record.busy > 0,
-    (error) => (record.silence ??= error),
-  );
+  const settings = { graceMillis: record.graceMillis, detectionMillis: record.detectionMillis, probeOptions: () => clientConfig(record, target, false), host: target.key };
+  watchSilence(client, settings, (error) => (record.silence ??= error));
 }
 
-function finished(record: ClientRecord): void {
+function finished(client: Client, record: ClientRecord): void {
   record.lastActiveAt = Date.now();
-  if (--record.busy > 0) return;
-  record.stopWatch?.();
-  record.stopWatch = undefined;
+  if (--record.busy === 0) unwatchSilence(client);
 }
 
 /** A connection failure as a typed, diagnosed error (pg's code and message lead); any other error as pg gave it. */

@@ -10,6 +10,7 @@ import { PostgresDialect } from '@sequelize/postgres';
 import * as lifelinePg from '../../src/pg.js';
 import { Client, ConnectionLostError, OutcomeUnknownError, sequelizeRetryMatch } from '../../src/index.js';
 import { PgCluster } from '../harness/cluster.js';
+import { ReplicaSet } from '../harness/replication.js';
 import { FaultProxy } from '../harness/proxy.js';
 import { settleWithin, waitFor } from '../harness/wait.js';
 import { newTally, report, settle, watchProcess, type Tally } from './fault-tally.js';
@@ -66,10 +67,12 @@ interface Options {
   readonly retry?: Record<string, unknown>;
   /** Replaces the module's Client (pg-lifeline setups only). */
   readonly client?: typeof Client;
+  /** The server Sequelize is pointed at; the suite's own by default. */
+  readonly server?: PgCluster;
 }
 
 function open(setup: Setup, app: string, options: Options): Db {
-  const config = cluster.clientConfig();
+  const config = (options.server ?? cluster).clientConfig();
   const port = options.viaProxy === true ? proxy.port : config.port;
   const module = setup.module && options.client ? { ...setup.module, Client: options.client } : setup.module;
   // Retries off unless the case turns them on: Sequelize 6 and 7 retry 5 times on SQLITE_BUSY only.
@@ -323,3 +326,35 @@ for (const setup of setups) {
     });
   });
 }
+
+describe('multi-host: a primary and a standby, the standby listed first', () => {
+  let set: ReplicaSet;
+
+  before(async () => {
+    set = await ReplicaSet.start();
+    await set.primary.query('CREATE TABLE notes (body text NOT NULL)');
+    await waitFor('the table on the standby', async () => (await set.standby.query(`SELECT to_regclass('notes') AS t`))[0]?.t === 'notes');
+  });
+
+  after(async () => {
+    await set?.destroy();
+  });
+
+  for (const setup of setups) {
+    const lifeline = setup.module !== undefined;
+    test(`${setup.name}: a write goes to the primary`, async (t) => {
+      // Plain pg reads one host, so Sequelize's default is given the first host of the list.
+      const hosts = [set.standby, set.primary].map((server) => ({ host: server.host, port: server.port }));
+      const client = lifeline ? Client.configure({ hosts, targetSessionAttrs: 'primary' }) : undefined;
+      const tally = await withDb(t, setup, { server: set.standby, ...(client ? { client } : {}) }, async ({ db, tally }) => {
+        const [rows] = await settle(tally, [db.query('SELECT pg_is_in_recovery() AS standby', select)]);
+        await settle(tally, [db.query(`INSERT INTO notes VALUES ('${setup.name}')`)]);
+        if (lifeline) assert.deepEqual(rows, [{ standby: false }]);
+      });
+      if (lifeline) {
+        assert.deepEqual(tally.app, []);
+        assert.equal((await set.primary.query('SELECT count(*)::int AS n FROM notes WHERE body = $1', [setup.name]))[0]?.n, 1);
+      }
+    });
+  }
+});
