@@ -5,10 +5,11 @@ import assert from 'node:assert/strict';
 import { createServer, Socket, type AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import * as pg from 'pg';
-import { Client, ConfigError, HostsUnreachableError } from '../src/index.js';
+import { Client, ConfigError, ConnectionLostError, HostsUnreachableError, OutcomeUnknownError, sequelizeRetryMatch } from '../src/index.js';
 import * as lifelinePg from '../src/pg.js';
 import { PgCluster } from './harness/cluster.js';
 import { ReplicaSet } from './harness/replication.js';
+import { waitFor } from './harness/wait.js';
 
 let cluster: PgCluster;
 let set: ReplicaSet;
@@ -121,6 +122,40 @@ describe('Client', () => {
       assert.match(error.message, new RegExp(`127\\.0\\.0\\.1:${deadPort}: .*ECONNREFUSED.*; 127\\.0\\.0\\.1:${deadPort}`));
       return true;
     });
+  });
+
+  test('a statement that meets the end of its connection is explained; the next is refused unsent', async () => {
+    const client = new Client({ ...cluster.clientConfig(), application_name: `client-kill-${process.pid}` });
+    client.on('error', () => undefined);
+    await client.connect();
+    const pid = (await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]?.pid;
+    const failed = assert.rejects(client.query('SELECT pg_sleep(30)'), (error: unknown) => {
+      assert.ok(error instanceof OutcomeUnknownError, String(error));
+      assert.equal(error.code, '57P01');
+      assert.equal(error.diagnosis.cause, 'admin-terminated');
+      assert.equal(sequelizeRetryMatch({ parent: error, original: error }), false, 'it may have run: never retried');
+      return true;
+    });
+    await waitFor('the statement to run', async () => (await cluster.query(`SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND state = 'active'`, [pid])).length === 1);
+    await cluster.query('SELECT pg_terminate_backend($1)', [pid]);
+    await failed;
+    await assert.rejects(client.query('SELECT 1'), (error: unknown) => {
+      assert.ok(error instanceof ConnectionLostError && !(error instanceof OutcomeUnknownError), String(error));
+      assert.equal(error.outcome, 'not-applied');
+      assert.equal(sequelizeRetryMatch({ parent: error, original: error }), true, 'never sent: safe to retry');
+      return true;
+    });
+    await client.end().catch(() => undefined);
+  });
+
+  test('sequelizeRetryMatch is an arrow function, as retry-as-promised needs, and reads the wrapped error', () => {
+    // retry-as-promised first tries `err instanceof match`; only a function without a prototype makes that throw and gets called.
+    assert.equal((sequelizeRetryMatch as { prototype?: unknown }).prototype, undefined);
+    const unique = Object.assign(new Error('duplicate key value violates unique constraint "items_pkey"'), { code: '23505', severity: 'ERROR' });
+    const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1'), { code: 'ECONNREFUSED' });
+    assert.equal(sequelizeRetryMatch({ name: 'SequelizeUniqueConstraintError', parent: unique, original: unique }), false);
+    assert.equal(sequelizeRetryMatch({ name: 'SequelizeConnectionRefusedError', parent: refused, original: refused }), true);
+    assert.equal(sequelizeRetryMatch(new Error('Connection terminated unexpectedly')), false, 'a sent statement whose connection dropped may have run');
   });
 
   test('a bad option is a ConfigError naming it', () => {
