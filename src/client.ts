@@ -57,6 +57,8 @@ interface ClientRecord {
   idleBeforeQuery: number;
   busy: number;
   silence: SilentConnectionError | undefined;
+  /** The error pg emitted when the connection died, which explains a later "not queryable" best. */
+  death: Error | undefined;
   /** Set once a statement met the connection's end: later ones are refused before they are sent. */
   dead: Diagnosis | undefined;
 }
@@ -98,6 +100,13 @@ export class Client extends pg.Client {
         super({ ...defaults, ...defined });
       }
     };
+  }
+
+  /** pg's own events, unchanged; the error of a dying connection is kept to explain the statements that follow. */
+  override emit(event: string | symbol, ...args: unknown[]): boolean {
+    const record = records.get(this);
+    if (event === 'error' && record !== undefined && args[0] instanceof Error) record.death ??= args[0];
+    return super.emit(event, ...args);
   }
 
   /** Connects to the first host that answers and fits `targetSessionAttrs`. */
@@ -193,14 +202,19 @@ function prepare(options: ClientOptions): [pg.ClientConfig, ClientRecord] {
     idleBeforeQuery: 0,
     busy: 0,
     silence: undefined,
+    death: undefined,
     dead: undefined,
   };
   return [clientConfig(record, record.target, true), record];
 }
 
-/** What a pg client for `target` is built with; `main` is the Client itself (it tracks the password version). */
+/**
+ * What a pg client for `target` is built with. `main` is the Client itself (it tracks the password
+ * version); the others are probes and checks, bound like one of the Pool's connect attempts, so a
+ * silent host in a list does not hold up the next one for the whole connect bound.
+ */
 function clientConfig(record: ClientRecord, target: HostTarget, main: boolean): pg.ClientConfig {
-  const config: Record<string, unknown> = { ...target.clientOptions, ...record.keepAlive, connectionTimeoutMillis: record.connectTimeoutMillis };
+  const config: Record<string, unknown> = { ...target.clientOptions, ...record.keepAlive, connectionTimeoutMillis: main ? record.connectTimeoutMillis : attemptMillis(record.connectTimeoutMillis) };
   for (const option of OWN_OPTIONS) delete config[option];
   const credentials = record.credentials;
   if (credentials !== undefined) {
@@ -253,7 +267,7 @@ function finished(client: Client, record: ClientRecord): void {
 /** A connection failure as a typed, diagnosed error (pg's code and message lead); any other error as pg gave it. */
 function explain(record: ClientRecord, error: unknown): unknown {
   if (!(error instanceof Error) || error instanceof LifelineError || !isConnectionError(error)) return error;
-  const cause = record.silence ?? error;
+  const cause = record.silence ?? record.death ?? error;
   const diagnosis = diagnose(cause, { ageMillis: Date.now() - record.openedAt, idleMillis: record.idleBeforeQuery, host: record.target.key });
   // pg learns of the death a moment later (the socket's end): until then the owner's pool may hand the client out again.
   if (classifyFailure(error) !== 'query-timeout') record.dead ??= diagnosis;
@@ -270,6 +284,11 @@ function refuse(diagnosis: Diagnosis, callback: Callback | undefined): Promise<n
   if (callback === undefined) return Promise.reject(error);
   process.nextTick(() => callback(error));
   return undefined;
+}
+
+/** A probe's bound, as the Pool's connectAttemptTimeoutMillis: a third of the connect bound, within 1 to 10 s. */
+function attemptMillis(connectTimeoutMillis: number): number {
+  return connectTimeoutMillis === 0 ? 10_000 : Math.min(10_000, connectTimeoutMillis, Math.max(1000, Math.round(connectTimeoutMillis / 3)));
 }
 
 function whole(option: string, value: unknown, fallback: number): number {

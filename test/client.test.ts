@@ -119,6 +119,7 @@ describe('Client', () => {
       assert.ok(error instanceof HostsUnreachableError, String(error));
       assert.equal(error.code, 'ECONNREFUSED');
       assert.equal(error.failures.length, 2);
+      assert.equal(sequelizeRetryMatch({ original: error }), true, 'nothing was sent: safe to retry');
       assert.match(error.message, new RegExp(`127\\.0\\.0\\.1:${deadPort}: .*ECONNREFUSED.*; 127\\.0\\.0\\.1:${deadPort}`));
       return true;
     });

@@ -237,7 +237,9 @@ for (const setup of setups) {
         await settle(s.tally, [pay()]);
         if (lifeline) {
           assert.equal(s.tally.app.length, 1, 'only the killed transaction rejected');
-          assert.ok(original(s.tally.app[0]) instanceof ConnectionLostError, String(original(s.tally.app[0])));
+          const lost = original(s.tally.app[0]);
+          assert.ok(lost instanceof ConnectionLostError, String(lost));
+          assert.equal(lost.diagnosis.cause, 'admin-terminated', 'explained by the error pg emitted when the session ended');
           assert.equal(afterKill, 0, 'the insert before the kill was rolled back');
           assert.equal(attempts, 2);
           assert.equal(await paymentCount(cluster, ref), 1);
