@@ -1,8 +1,7 @@
 import * as pg from 'pg';
-import { diagnose } from './diagnostics/diagnose.js';
+import { diagnose, type Diagnosis } from './diagnostics/diagnose.js';
 import { ConfigError, ConnectFailedError, ConnectionLostError, LifelineError, NoMatchingHostError, OutcomeUnknownError } from './errors.js';
 import { classifyFailure, isConnectionError, isPermanentConnectError, outcomeOf } from './postgres/classify.js';
-import type { Diagnosis } from './diagnostics/diagnose.js';
 import { chooseHost, readRole } from './postgres/client-hosts.js';
 import { unwatchSilence, watchSilence } from './postgres/client-watch.js';
 import { CredentialCache, isAuthFailure, type PasswordProvider } from './postgres/credentials.js';
@@ -56,6 +55,8 @@ interface ClientRecord {
   lastActiveAt: number;
   idleBeforeQuery: number;
   busy: number;
+  /** connect() was called: a second call goes straight to pg, which refuses it. */
+  connecting: boolean;
   silence: SilentConnectionError | undefined;
   /** The error pg emitted when the connection died, which explains a later "not queryable" best. */
   death: Error | undefined;
@@ -201,6 +202,7 @@ function prepare(options: ClientOptions): [pg.ClientConfig, ClientRecord] {
     lastActiveAt: Date.now(),
     idleBeforeQuery: 0,
     busy: 0,
+    connecting: false,
     silence: undefined,
     death: undefined,
     dead: undefined,
@@ -216,6 +218,8 @@ function prepare(options: ClientOptions): [pg.ClientConfig, ClientRecord] {
 function clientConfig(record: ClientRecord, target: HostTarget, main: boolean): pg.ClientConfig {
   const config: Record<string, unknown> = { ...target.clientOptions, ...record.keepAlive, connectionTimeoutMillis: main ? record.connectTimeoutMillis : attemptMillis(record.connectTimeoutMillis) };
   for (const option of OWN_OPTIONS) delete config[option];
+  // A stream or connection given to the Client is its own: a probe or check opens a socket of its own.
+  if (!main) for (const option of ['stream', 'connection']) delete config[option];
   const credentials = record.credentials;
   if (credentials !== undefined) {
     // The main client reads its target when pg asks: the host it is connecting to is chosen late.
@@ -230,6 +234,8 @@ function clientConfig(record: ClientRecord, target: HostTarget, main: boolean): 
 }
 
 async function open(client: Client, record: ClientRecord, connect: () => Promise<unknown>): Promise<void> {
+  if (record.connecting) return void (await connect());
+  record.connecting = true;
   const attrs = record.hosts.targetSessionAttrs;
   try {
     if (record.hosts.targets.length > 1) {
