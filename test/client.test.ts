@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { createServer, Socket, type AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import * as pg from 'pg';
-import { Client, ConfigError, ConnectionLostError, HostsUnreachableError, OutcomeUnknownError, sequelizeRetryMatch } from '../src/index.js';
+import { Client, ConfigError, ConnectFailedError, ConnectionLostError, HostsUnreachableError, OutcomeUnknownError, sequelizeRetryMatch } from '../src/index.js';
 import * as lifelinePg from '../src/pg.js';
 import { PgCluster } from './harness/cluster.js';
 import { ReplicaSet } from './harness/replication.js';
@@ -79,6 +79,19 @@ describe('Client', () => {
     assert.deepEqual(await answer(new Client({ ...config, password: provider })), [{ n: 1 }]);
     assert.deepEqual(await answer(new Client({ ...config, password: provider })), [{ n: 1 }]);
     assert.deepEqual(targets, [{ host: cluster.host, port: cluster.port, user: config.user, database: config.database }]);
+  });
+
+  test('a password the server refuses is dropped from the cache: the next client asks the provider again', async () => {
+    const { password, ...config } = cluster.clientConfig();
+    let calls = 0;
+    const provider = (): string => (++calls === 1 ? 'stale-token' : (password as string));
+    await assert.rejects(new Client({ ...config, password: provider }).connect(), (error: unknown) => {
+      assert.ok(error instanceof ConnectFailedError, String(error));
+      assert.equal(error.code, '28P01', "pg's code is kept");
+      return true;
+    });
+    assert.deepEqual(await answer(new Client({ ...config, password: provider })), [{ n: 1 }]);
+    assert.equal(calls, 2);
   });
 
   test('a multi-host connection string: the first host that answers', async () => {
