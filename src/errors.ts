@@ -28,7 +28,8 @@ export type LifelineErrorCode =
   | 'PGL_DOUBLE_RELEASE'
   | 'PGL_TRANSACTION_ROLLED_BACK'
   | 'PGL_CREDENTIAL_PROVIDER'
-  | 'PGL_LISTEN';
+  | 'PGL_LISTEN'
+  | 'PGL_HOSTS_UNREACHABLE';
 
 /** What an error wraps: its `cause`, and the error pg.Pool would have rejected with (`pg`), whose code, text and fields lead. */
 interface Wrapped {

@@ -51,3 +51,6 @@ export { registerOpenTelemetryMetrics, type OpenTelemetryOptions, type OtelMeter
 export type { MetricsHandle, MetricsPool } from './metrics/names.js';
 export { pgBossDb, type PgBossDatabase } from './integrations/pg-boss.js';
 export { mikroOrmDriver, type KyselyDialectClass, type MikroOrmDriverOptions } from './integrations/mikro-orm.js';
+export { Client, type ClientOptions } from './client.js';
+export { HostsUnreachableError, type HostFailure } from './postgres/client-hosts.js';
+export { sequelizeRetryMatch } from './integrations/sequelize.js';

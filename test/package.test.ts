@@ -138,8 +138,9 @@ describe('built package', () => {
     assert.deepEqual(cjs.configError, esm.configError);
   });
 
-  test('pg-lifeline/pg: the library\'s Pool and pg\'s own types, Client and defaults, from both formats', async () => {
-    // TypeORM's `driver` option calls `new driver.Pool(options)` and reads `driver.defaults`.
+  test('pg-lifeline/pg: the library\'s Pool and Client and pg\'s own types and defaults, from both formats', async () => {
+    // TypeORM's `driver` option calls `new driver.Pool(options)` and reads `driver.defaults`; Sequelize's
+    // `dialectModule` / `pgModule` calls `new lib.Client(config)`.
     const code = `
       import { createRequire } from 'node:module';
       const require = createRequire(import.meta.url);
@@ -154,7 +155,9 @@ describe('built package', () => {
           exported: Object.keys(mod).filter((k) => k !== '__esModule').sort(),
           isLifelinePool: mod.Pool === lib.Pool,
           instanceofPgPool: pool instanceof pg.Pool,
-          pgOwn: ['Client', 'Query', 'Connection', 'Result', 'TypeOverrides', 'DatabaseError', 'types', 'defaults', 'escapeIdentifier', 'escapeLiteral'].filter((k) => mod[k] !== pg[k]),
+          isLifelineClient: mod.Client === lib.Client,
+          instanceofPgClient: new mod.Client() instanceof pg.Client,
+          pgOwn: ['Query', 'Connection', 'Result', 'TypeOverrides', 'DatabaseError', 'types', 'defaults', 'escapeIdentifier', 'escapeLiteral'].filter((k) => mod[k] !== pg[k]),
           resolved: format === 'cjs' ? require.resolve('pg-lifeline/pg') : import.meta.resolve('pg-lifeline/pg'),
         };
         await pool.end();
@@ -162,13 +165,13 @@ describe('built package', () => {
       console.log(JSON.stringify(report));
     `;
     const { stdout } = await execFileAsync(process.execPath, ['--input-type=module', '-e', code], { cwd: root, timeout: 20_000 });
-    const report = JSON.parse(stdout.trim()) as Record<'cjs' | 'esm', { exported: string[]; isLifelinePool: boolean; instanceofPgPool: boolean; pgOwn: string[]; resolved: string }>;
+    const report = JSON.parse(stdout.trim()) as Record<'cjs' | 'esm', { exported: string[]; isLifelinePool: boolean; instanceofPgPool: boolean; isLifelineClient: boolean; instanceofPgClient: boolean; pgOwn: string[]; resolved: string }>;
     const exported = ['Client', 'Connection', 'DatabaseError', 'Pool', 'Query', 'Result', 'TypeOverrides', 'defaults', 'escapeIdentifier', 'escapeLiteral', 'types'];
-    const expected = { exported, isLifelinePool: true, instanceofPgPool: true, pgOwn: [] };
+    const expected = { exported, isLifelinePool: true, instanceofPgPool: true, isLifelineClient: true, instanceofPgClient: true, pgOwn: [] };
     assert.deepEqual(report.cjs, { ...expected, resolved: distFile('pg.cjs') });
     assert.deepEqual(report.esm, { ...expected, resolved: pathToFileURL(distFile('pg.js')).href });
     // One set of declarations; the ESM one re-exports it, and neither bundles the library again.
-    assert.match(readFileSync(distFile('pg.d.cts'), 'utf8'), /export \{ Pool, PoolOptions \} from '\.\/index\.cjs'/);
+    assert.match(readFileSync(distFile('pg.d.cts'), 'utf8'), /export \{ Client, ClientOptions, Pool, PoolOptions \} from '\.\/index\.cjs'/);
     assert.match(readFileSync(distFile('pg.d.ts'), 'utf8'), /export \* from '\.\/pg\.cjs'/);
   });
 

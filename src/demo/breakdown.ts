@@ -1,6 +1,6 @@
 // The story per fault: what each library's app saw in each fault window, the headline over all of
 // them, and the errors grouped by code and cause.
-import { LABEL, TICK_MS, type DemoResult, type ErrorKind, type ErrorOutcome, type FaultWindow, type Lib, type LibSummary } from './model.js';
+import { LABEL, TICK_MS, type DemoResult, type ErrorKind, type ErrorOutcome, type FaultWindow, type Lib, type LibSummary, type ToldWindow } from './model.js';
 
 /**
  * An op counts under the fault that last struck before it started, from this long before the
@@ -18,9 +18,12 @@ export interface Cell {
   hung: number;
   /** ms from the fault's end (an idle window: each gap's end, the worst) to the next success; null: none. */
   firstOkMs: number | null;
-  /** LISTEN lane: notifications sent in this row's span, and how many of them this library's listener got. */
+  /** LISTEN lane: notifications sent in this row's span, how many this library's listener got, and lost. */
   sent: number;
   heard: number;
+  lost: number;
+  /** Of the lost, those inside a loss window the listener told the app of (see {@link toldOf}). */
+  told: number;
 }
 
 /** One row of the per-fault table. */
@@ -52,7 +55,7 @@ export function firstSuccessMs(window: FaultWindow, okTicks: number[]): number |
   return worst;
 }
 
-const emptyCell = (): Cell => ({ unknown: 0, notApplied: 0, other: 0, crashes: 0, hung: 0, firstOkMs: null, sent: 0, heard: 0 });
+const emptyCell = (): Cell => ({ unknown: 0, notApplied: 0, other: 0, crashes: 0, hung: 0, firstOkMs: null, sent: 0, heard: 0, lost: 0, told: 0 });
 const OUTCOME_FIELD: Record<ErrorOutcome, 'unknown' | 'notApplied' | 'other'> = { unknown: 'unknown', 'not-applied': 'notApplied', other: 'other' };
 
 /** One row per fault window, after a row for whatever happened outside them. */
@@ -66,10 +69,14 @@ export function faultRows(result: DemoResult): FaultRow[] {
   };
   for (const lib of result.libs) {
     const heard = new Set(lib.heard);
-    for (const sentAt of result.sent) {
-      const cell = rowAt(sentAt / 1000).cells[lib.lib];
+    for (const notification of result.sent) {
+      const cell = rowAt(notification[0] / 1000).cells[lib.lib];
       cell.sent++;
-      if (heard.has(sentAt)) cell.heard++;
+      if (heard.has(notification[0])) cell.heard++;
+      else {
+        cell.lost++;
+        if (toldOf(notification, lib.told)) cell.told++;
+      }
     }
     for (const [startMs, key] of lib.errorsAt) {
       const kind = lib.errorKinds[key];
@@ -85,6 +92,22 @@ export function faultRows(result: DemoResult): FaultRow[] {
   return [between, ...rows];
 }
 
+/**
+ * Whether the app was told it may lose this notification: its NOTIFY, from its send to its
+ * acknowledgement, overlaps a window the listener reported (from its start to the moment the
+ * listener listened again, or its worker process exited).
+ */
+export function toldOf([sentAt, ackedAt]: [number, number], windows: ToldWindow[]): boolean {
+  return windows.some(([from, to]) => ackedAt >= from && sentAt <= (to ?? Infinity));
+}
+
+/** A library's LISTEN totals over the run. */
+export function listenTotals(lib: LibSummary, sent: Array<[number, number]>): { sent: number; delivered: number; lost: number; told: number } {
+  const heard = new Set(lib.heard);
+  const lost = sent.filter(([at]) => !heard.has(at));
+  return { sent: sent.length, delivered: sent.length - lost.length, lost: lost.length, told: lost.filter((n) => toldOf(n, lib.told)).length };
+}
+
 function totals(lib: LibSummary): { errors: number; unknown: number; notApplied: number; other: number } {
   const t = { errors: 0, unknown: 0, notApplied: 0, other: 0 };
   for (const kind of Object.values(lib.errorKinds)) {
@@ -98,19 +121,20 @@ function totals(lib: LibSummary): { errors: number; unknown: number; notApplied:
 const DELIVERY_MS = 1_500;
 
 /** Whether the library's listener still received notifications at the end of the run; null: none were sent then. */
-export function listenerAlive(lib: LibSummary, sent: number[], seconds: number): boolean | null {
-  const recent = sent.filter((t) => t <= seconds * 1000 - DELIVERY_MS).slice(-2);
+export function listenerAlive(lib: LibSummary, sent: Array<[number, number]>, seconds: number): boolean | null {
+  const recent = sent.map(([at]) => at).filter((t) => t <= seconds * 1000 - DELIVERY_MS).slice(-2);
   if (recent.length === 0) return null;
   const heard = new Set(lib.heard);
   return recent.some((t) => heard.has(t));
 }
 
 /** One sentence with each library's totals. */
-export function headline(libs: LibSummary[], sent: number[], seconds: number): string {
+export function headline(libs: LibSummary[], sent: Array<[number, number]>, seconds: number): string {
   const parts = libs.map((lib) => {
-    const heard = new Set(lib.heard);
     const alive = listenerAlive(lib, sent, seconds);
-    const listen = `, LISTEN got ${sent.filter((t) => heard.has(t)).length}/${sent.length}${alive === null ? '' : alive ? ' and was alive at the end' : ' and was deaf at the end'}`;
+    const l = listenTotals(lib, sent);
+    const losses = l.lost === 0 ? '' : ` (lost ${l.lost}, told the app of ${l.told === l.lost ? 'all' : l.told})`;
+    const listen = `, LISTEN got ${l.delivered}/${l.sent}${losses}${alive === null ? '' : alive ? ' and was alive at the end' : ' and was deaf at the end'}`;
     const t = totals(lib);
     const split = `${t.unknown} outcome unknown, ${t.notApplied} not applied`;
     const errors =
@@ -128,7 +152,13 @@ export const CELL_COLUMNS: Array<[string, (c: Cell) => string]> = [
   ['crashes', (c) => String(c.crashes)],
   ['hung', (c) => String(c.hung)],
   ['first ok', (c) => (c.firstOkMs === null ? 'never' : `${c.firstOkMs} ms`)],
-  ['notified', (c) => `${c.heard}/${c.sent}`],
+];
+
+/** The LISTEN table's cells for one library, as text. */
+export const LISTEN_COLUMNS: Array<[string, (c: Cell) => string]> = [
+  ['delivered', (c) => String(c.heard)],
+  ['lost', (c) => String(c.lost)],
+  ['told', (c) => String(c.told)],
 ];
 
 /** Lays out rows of cells in aligned columns: the first left-aligned, the rest right-aligned. */
@@ -142,12 +172,18 @@ export function alignRows(rows: string[][], ruleAfter = 1): string {
 /** The label of a row, with its start time. */
 export const rowLabel = (row: FaultRow): string => (row.start === null ? row.label : `${row.start.toFixed(1)} s ${row.label}`);
 
-/** The per-fault table for the terminal. */
-export function faultTextTable(rows: FaultRow[], libs: Lib[]): string {
-  const groups = ['', ...libs.flatMap((lib) => CELL_COLUMNS.map((_, i) => (i === 0 ? `${LABEL[lib]}:` : '')))];
-  const header = ['fault', ...libs.flatMap(() => CELL_COLUMNS.map(([name]) => name))];
-  // A row outside every fault has no fault to recover from.
-  const body = rows.map((row) => [rowLabel(row), ...libs.flatMap((lib) => CELL_COLUMNS.map(([name, get]) => (row.start === null && name === 'first ok' ? '-' : get(row.cells[lib]))))]);
+/** The per-fault table for the terminal: CELL_COLUMNS, or with `listen`, the LISTEN lane's sent and LISTEN_COLUMNS. */
+export function faultTextTable(rows: FaultRow[], libs: Lib[], listen = false): string {
+  const columns = listen ? LISTEN_COLUMNS : CELL_COLUMNS;
+  const lead = listen ? ['fault', 'sent'] : ['fault'];
+  const groups = [...lead.map(() => ''), ...libs.flatMap((lib) => columns.map((_, i) => (i === 0 ? `${LABEL[lib]}:` : '')))];
+  const header = [...lead, ...libs.flatMap(() => columns.map(([name]) => name))];
+  // A row outside every fault has no fault to recover from. Both libraries hear the one publisher.
+  const body = rows.map((row) => [
+    rowLabel(row),
+    ...(listen ? [String(row.cells[libs[0] ?? 'pg'].sent)] : []),
+    ...libs.flatMap((lib) => columns.map(([name, get]) => (row.start === null && name === 'first ok' ? '-' : get(row.cells[lib])))),
+  ]);
   const text = alignRows([header, ...body]);
   // The group labels sit above each library's first column, left-aligned to it.
   const firstLine = text.split('\n')[0] ?? '';

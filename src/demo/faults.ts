@@ -101,7 +101,7 @@ export async function playFaults(ctx: FaultContext, onFault: (window: FaultWindo
   for (const step of steps(ctx.seconds)) {
     if (ctx.signal.aborted) return;
     if (step.needsServer && !ctx.target.cluster) {
-      if (!ctx.skipped.some((s) => s.startsWith(step.label))) ctx.skipped.push(`${step.label}: skipped, --url gives no control of the server`);
+      if (!ctx.skipped.some((s) => s.startsWith(step.label))) ctx.skipped.push(`${step.label}: skipped, it needs control of the server, and the demo restarts, crashes or reconfigures only a throwaway server of its own, never one given with --url`);
       continue;
     }
     const startAt = ctx.t0 + step.at * scale * 1000;

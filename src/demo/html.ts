@@ -1,5 +1,6 @@
 // The self-contained HTML report: inline CSS, inline SVG charts, no external assets.
-import { CELL_COLUMNS, describeKind, errorGroups, faultRows, headline, LEAD_SECONDS, rowLabel } from './breakdown.js';
+import { CELL_COLUMNS, describeKind, errorGroups, faultRows, headline, LEAD_SECONDS, LISTEN_COLUMNS, rowLabel } from './breakdown.js';
+import { LISTEN_NOTE } from './listen.js';
 import { COLUMNS } from './summary.js';
 import { CONFIGURATIONS } from './json.js';
 import { LABEL, LIBS, type DemoResult, type FaultWindow, type LibSummary } from './model.js';
@@ -55,22 +56,28 @@ function totalsTable(result: DemoResult): string {
   return `<table id="summary">${head}${rows.join('')}</table>`;
 }
 
-function faultTable(result: DemoResult): string {
+function faultTable(result: DemoResult, listen: boolean): string {
   const libs = result.libs.map((s) => s.lib);
-  const groups = `<tr><th></th>${libs.map((lib) => `<th colspan="${CELL_COLUMNS.length}" class="group">${LABEL[lib]}</th>`).join('')}</tr>`;
-  const head = `<tr><th>fault</th>${libs.map(() => CELL_COLUMNS.map(([name]) => `<th>${escape(name)}</th>`).join('')).join('')}</tr>`;
+  const columns = listen ? LISTEN_COLUMNS : CELL_COLUMNS;
+  const lead = listen ? '<th></th><th></th>' : '<th></th>';
+  const groups = `<tr>${lead}${libs.map((lib) => `<th colspan="${columns.length}" class="group">${LABEL[lib]}</th>`).join('')}</tr>`;
+  const head = `<tr><th>fault</th>${listen ? '<th>sent</th>' : ''}${libs.map(() => columns.map(([name]) => `<th>${escape(name)}</th>`).join('')).join('')}</tr>`;
   const rows = faultRows(result).map((row) => {
     const cells = libs.map((lib) =>
-      CELL_COLUMNS.map(([name, get]) => {
-        const text = row.start === null && name === 'first ok' ? '-' : get(row.cells[lib]);
-        const [heard, sent] = name === 'notified' ? text.split('/') : [];
-        const bad = name === 'notified' ? heard !== sent : text !== '0' && text !== '-' && !text.endsWith(' ms');
-        return `<td${bad ? ' class="bad"' : ''}>${escape(text)}</td>`;
-      }).join(''),
+      columns
+        .map(([name, get]) => {
+          const cell = row.cells[lib];
+          const text = row.start === null && name === 'first ok' ? '-' : get(cell);
+          // Losses are bad; told ones a little less, so "told" is marked only when it falls short of "lost".
+          const bad = listen ? (name === 'lost' && cell.lost > 0) || (name === 'told' && cell.told < cell.lost) : text !== '0' && text !== '-' && !text.endsWith(' ms');
+          return `<td${bad ? ' class="bad"' : ''}>${escape(text)}</td>`;
+        })
+        .join(''),
     );
-    return `<tr data-fault="${escape(row.label)}"><th>${escape(rowLabel(row))}</th>${cells.join('')}</tr>`;
+    const sent = listen ? `<td>${row.cells[libs[0] ?? 'pg'].sent}</td>` : '';
+    return `<tr data-fault="${escape(row.label)}"><th>${escape(rowLabel(row))}</th>${sent}${cells.join('')}</tr>`;
   });
-  return `<table id="faults">${groups}${head}${rows.join('')}</table>`;
+  return `<table id="${listen ? 'listen' : 'faults'}">${groups}${head}${rows.join('')}</table>`;
 }
 
 function errorTables(result: DemoResult): string {
@@ -95,13 +102,14 @@ export function renderHtml(result: DemoResult, generatedAt: Date): string {
     '<span><b class="swatch outage"></b>fault (outage, kill, reset)</span> <span><b class="swatch idle-window"></b>idle_session_timeout on: bursts of work</span> ' +
     '<span><b class="swatch gap"></b>idle gap: no work on purpose</span>';
   const faults = result.windows.map((w) => `<li>${w.start.toFixed(1)}–${(w.end ?? result.seconds).toFixed(1)} s: ${escape(w.label)}</li>`).join('');
-  const skipped = result.skipped.length ? `<p class="note">${result.skipped.map(escape).join('<br>')}</p>` : '';
+  const skipped = result.skipped.length ? `<p id="skipped">Not played:</p><ul id="skipped-faults">${result.skipped.map((s) => `<li>${escape(s)}</li>`).join('')}</ul>` : '';
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>pg-lifeline demo: pg.Pool vs pg-lifeline under faults</title>
 <style>
 body{font:15px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
 table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}
 th:first-child{text-align:left}th.group{text-align:center}#faults td,#faults tbody th{white-space:nowrap}
+#faults{font-size:13px}#faults th,#faults td{padding:.25em .4em}
 table.errors th{text-align:left}td.bad{background:#fff0f0;font-weight:600}
 table.errors td{text-align:left;vertical-align:top}table.errors td:first-child{text-align:right}td.example{font-size:13px}
 figure{margin:1.5em 0}figcaption{font-weight:600}#headline{font-size:1.15em;font-weight:600}
@@ -116,25 +124,26 @@ svg{width:100%;height:auto;background:#fafafa}.outage{fill:#f03e3e;fill-opacity:
 <h1>pg.Pool vs pg-lifeline under faults</h1>
 <p id="headline">${escape(headline(result.libs, result.sent, result.seconds))}</p>
 <p>The same workload (reads, inserts, transfers in transactions, each library on its own rows; ${result.seconds} s) ran through
-plain <code>pg.Pool</code> (with a pool <code>error</code> listener, as its docs advise) and through pg-lifeline (no
-listener, default options, no <code>query_timeout</code>), each in its own process, through a fault proxy in front of
-${escape(result.server)}. A crashed process was restarted and counted. Generated ${generatedAt.toISOString()}.</p>
+plain <code>pg.Pool</code> (configured as its docs advise) and through pg-lifeline (default options, as its README tells
+users), each in its own process, through a fault proxy in front of ${escape(result.server)}. A crashed process was restarted and counted. Generated ${generatedAt.toISOString()}.</p>
 <ul id="configurations">${LIBS.map((lib) => `<li><b>${LABEL[lib]}</b>: ${escape(CONFIGURATIONS[lib])}</li>`).join('')}</ul>
+${skipped}
 <h2>Per fault</h2>
-${faultTable(result)}
+${faultTable(result, false)}
 <p class="note">Each op counts under the fault that last struck before it started (from ${LEAD_SECONDS} s before it, for ops
 already in flight). <b>unknown</b>: the error says the work may have taken effect (<code>isOutcomeUnknown(err)</code>);
 <b>not applied</b>: it says the work did not take effect; <b>other</b>: it does not say. <b>hung</b>: ops still pending
-after the watchdog. <b>first ok</b>: from the fault's end (an idle window: each idle gap's end, the worst) to the next success.
-<b>notified</b>: the LISTEN lane, where a publisher NOTIFYs once a second: notifications received of those sent in the row's
-span (pg-lifeline: <code>pool.listen()</code>; pg.Pool: a checked-out client's <code>LISTEN</code>, as pg's docs show).</p>
+after the watchdog. <b>first ok</b>: from the fault's end (an idle window: each idle gap's end, the worst) to the next success.</p>
+<h2>LISTEN per fault</h2>
+${faultTable(result, true)}
+<p class="note">${escape(LISTEN_NOTE)}</p>
 <h2>Totals</h2>
 ${totalsTable(result)}
 <p class="legend">${libLegend}</p>
 <p class="legend">${shading}</p>
 ${chart('Successful operations per second', result, (s) => s.okSeries)}
 ${chart('Errors per second', result, (s) => s.errorSeries)}
-<h2>Faults</h2><ol>${faults}</ol>${skipped}
+<h2>Faults</h2><ol>${faults}</ol>
 <h2>Errors by code and cause</h2>
 ${errorTables(result)}
 <p class="note">Lost writes: writes the library acknowledged that are not in the database afterwards.

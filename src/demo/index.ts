@@ -15,7 +15,7 @@ import { findServerBinaries, ServerBinariesNotFoundError } from '../throwaway/bi
 import { createTables, dropTables, startThrowaway, urlTarget, type Target } from './server.js';
 import { errorText, faultRows, faultTextTable, headline } from './breakdown.js';
 import { summarize, textTable } from './summary.js';
-import { startPublisher } from './listen.js';
+import { LISTEN_NOTE, startPublisher } from './listen.js';
 import { runWorker, WORKER_ENV } from './worker.js';
 
 export const DEMO_USAGE = `Usage: pg-lifeline demo [options]
@@ -103,8 +103,10 @@ export async function runDemo(argv: string[]): Promise<number> {
     if (!result) return 130;
     log(`\n${headline(result.libs, result.sent, result.seconds)}\n\n${faultTextTable(faultRows(result), LIBS)}\n`);
     log(`unknown: the error says the work may have taken effect; not applied: it says it did not; other: it does not say.`);
-    log(`first ok: from the fault's end (an idle window: each idle gap's end, the worst) to the next success.`);
-    log(`notified: LISTEN notifications received of those sent in the row's span (one a second).\n`);
+    log(`first ok: from the fault's end (an idle window: each idle gap's end, the worst) to the next success.\n`);
+    log(`LISTEN per fault:\n${faultTextTable(faultRows(result), LIBS, true)}\n`);
+    log(`${LISTEN_NOTE}\n`);
+    if (result.skipped.length) log(`Not played:\n${result.skipped.map((s) => `  ${s}`).join('\n')}\n`);
     for (const lib of result.libs) for (const error of lib.listenErrors) log(`${LABEL[lib.lib]}: a worker process could not LISTEN: ${error}\n`);
     log(`${textTable(result.libs)}\n\n${errorText(result.libs)}`);
     const generatedAt = new Date();
@@ -145,7 +147,7 @@ async function play(args: DemoArgs, target: Target, proxy: FaultProxy, signal: A
     current = w.end === undefined ? w.label : 'none';
     if (!tty) log(`${w.end === undefined ? 'fault start' : 'fault end  '} ${w.label} at ${(w.end ?? w.start).toFixed(1)} s | ${line()}`);
   };
-  log(`running ${args.seconds} s of workload (${WORKERS} concurrent ops per library, each on its own rows; default options, no query_timeout)`);
+  log(`running ${args.seconds} s of workload (${WORKERS} concurrent ops per library, each on its own rows)`);
   try {
     await playFaults(ctx, onFault).catch((error: unknown) => {
       if (!signal.aborted) throw error;
@@ -160,7 +162,6 @@ async function play(args: DemoArgs, target: Target, proxy: FaultProxy, signal: A
   }
   if (signal.aborted) return undefined;
   for (const w of workers) if (w.lastCrash) log(`${LABEL[w.lib]} crashed ${w.crashes} time(s); last: ${w.lastCrash}`);
-  for (const note of ctx.skipped) log(`note: ${note}`);
   const libs = [];
   for (const w of workers) libs.push(await summarize(target, w, args.seconds, ctx.windows));
   return { seconds: args.seconds, sent: publisher.sent, server: target.describe, windows: ctx.windows, skipped: ctx.skipped, libs };

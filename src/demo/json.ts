@@ -1,6 +1,7 @@
 // The report's figures as JSON (`pg-lifeline demo --json FILE`), for CI and for users who check
 // them. The shape is documented in docs/demo-json.md; `version` changes when it does.
-import { errorGroups, faultRows, headline, listenerAlive, type FaultRow } from './breakdown.js';
+import { errorGroups, faultRows, headline, listenerAlive, listenTotals, type FaultRow } from './breakdown.js';
+import { CLIENT_RECONNECT_MS } from './listen.js';
 import { LABEL, type DemoResult, type ErrorKind, type Lib, type LibSummary } from './model.js';
 
 /** Bumped whenever a field is removed or changes meaning. */
@@ -8,8 +9,13 @@ const JSON_VERSION = 1;
 
 /** How each library is configured in the demo, as the report says it. */
 export const CONFIGURATIONS: Record<Lib, string> = {
-  pg: 'pg.Pool as its docs advise: a pool error listener; max 8 for the workload plus one client held for LISTEN; connectionTimeoutMillis 5000 so connects fail instead of waiting for ever',
-  'pg-lifeline': 'pg-lifeline with default options (no query_timeout, no error listener); max 8; connectionTimeoutMillis 5000 like pg.Pool; reads marked idempotent; LISTEN through pool.listen()',
+  pg:
+    'pg.Pool as its docs advise: max 8, application_name, the connection settings, a pool error listener, and connectionTimeoutMillis 5000 ' +
+    '(pg waits for ever by default; its docs advise a timeout); transactions release a failed client with the error, so it is destroyed. ' +
+    `LISTEN on a plain pg.Client (connectionTimeoutMillis 5000) that reconnects ${CLIENT_RECONNECT_MS / 1000} s after each 'error' or 'end', with no limit`,
+  'pg-lifeline':
+    'pg-lifeline with default options, as its README tells users: only max 8, application_name and the connection settings; ' +
+    'no error listener, no query_timeout, default connectionTimeoutMillis; reads marked idempotent; transactions with retry: true; LISTEN through pool.listen()',
 };
 
 /** One library's totals, as the summary has them, with its configuration and error kinds. */
@@ -17,6 +23,10 @@ export type LibraryJson = Pick<LibSummary, 'ok' | 'errors' | 'lostWrites' | 'cra
   library: string;
   configuration: string;
   listenerAliveAtEnd: boolean | null;
+  /** The LISTEN lane over the whole run: sent, delivered, lost, and lost ones the app was told of. */
+  listen: ReturnType<typeof listenTotals>;
+  /** The loss windows the listener told the app of, in seconds from the start (see ToldWindow). */
+  listenWindows: Array<{ from: number; to: number | null }>;
   /** Errors by code and cause, each with one full example message. */
   errorKinds: ErrorKind[];
   /** ok and error counts per second of the run. */
@@ -31,7 +41,7 @@ export interface DemoJson {
   seconds: number;
   server: string;
   headline: string;
-  /** Faults the run could not play (a server given with --url cannot be restarted). */
+  /** Faults the run could not play, each as "<fault>: skipped, <why>" (a server given with --url cannot be restarted). */
   skipped: string[];
   libraries: LibraryJson[];
   /** The per-fault table: one row per fault window (and one for ops outside them). */
@@ -59,6 +69,8 @@ export function demoJson(result: DemoResult, generatedAt: Date): DemoJson {
       recoveryMs: lib.recoveryMs,
       opsPerSecond: lib.opsPerSecond,
       listenerAliveAtEnd: listenerAlive(lib, result.sent, result.seconds),
+      listen: listenTotals(lib, result.sent),
+      listenWindows: lib.told.map(([from, to]) => ({ from: from / 1000, to: to === null ? null : to / 1000 })),
       errorKinds: errorGroups(lib),
       okPerSecond: lib.okSeries,
       errorsPerSecond: lib.errorSeries,

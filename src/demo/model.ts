@@ -47,6 +47,13 @@ export interface ErrorKind {
   count: number;
 }
 
+/**
+ * A window in which the listener told the app it may lose notifications, as [from, to] in ms from t0;
+ * to is null while it is still open; the worker closes it when it exits. pg-lifeline: `disconnected`'s `since` to `reconnected`.
+ * pg.Client: the `error` or `end` event to the next successful LISTEN.
+ */
+export type ToldWindow = [number, number | null];
+
 /** What a worker sends back, last thing before it exits. */
 export interface WorkerReport {
   lib: Lib;
@@ -65,6 +72,8 @@ export interface WorkerReport {
   errorsAt: Array<[number, string]>;
   /** Payloads (send times, ms from t0) the LISTEN lane's listener received. */
   heard: number[];
+  /** The loss windows the listener told the app of. */
+  told: ToldWindow[];
   /** Why the listener could not listen at all. */
   listenError?: string;
 }
@@ -101,14 +110,15 @@ export interface LibSummary {
   errorKinds: Record<string, ErrorKind>;
   errorsAt: Array<[number, string]>;
   heard: number[];
+  told: ToldWindow[];
   listenErrors: string[];
 }
 
 /** Everything the report shows. */
 export interface DemoResult {
   seconds: number;
-  /** Send times (ms from t0) of the LISTEN lane's notifications. */
-  sent: number[];
+  /** The LISTEN lane's notifications, as [sent, acknowledged] in ms from t0; the payload is the send time. */
+  sent: Array<[number, number]>;
   server: string;
   windows: FaultWindow[];
   skipped: string[];

@@ -18,14 +18,14 @@ export async function startThrowaway(): Promise<Target> {
   // The harness turns synchronous_commit off for speed; an acked commit could then vanish in the crash.
   const cluster = await PgCluster.start({ settings: { synchronous_commit: true } });
   const conn = cluster.clientConfig();
-  return { conn, cluster, describe: `throwaway PostgreSQL on 127.0.0.1:${cluster.port} (${cluster.dataDir}; binaries: ${findServerBinaries().source})`, via: (host, port) => ({ ...conn, host, port }) };
+  return { conn, cluster, describe: `a throwaway PostgreSQL on 127.0.0.1:${cluster.port}, logged in with a scram-sha-256 password over TLS verified against its CA (${cluster.dataDir}; binaries: ${findServerBinaries().source})`, via: (host, port) => ({ ...conn, host, port }) };
 }
 
 export function urlTarget(url: string): Target {
   const parsed = new URL(url);
   return {
     conn: { connectionString: url, host: parsed.hostname || 'localhost', port: Number(parsed.port || 5432) },
-    describe: `${parsed.hostname}:${parsed.port || 5432}${parsed.pathname}`,
+    describe: `your server at ${parsed.hostname}:${parsed.port || 5432}${parsed.pathname} (--url)`,
     // pg lets a connection string's host win over `host`, so the proxy goes into the URL itself.
     via: (host, port) => {
       const proxied = new URL(url);

@@ -51,6 +51,7 @@ export async function summarize(target: Target, worker: Supervisor, seconds: num
     errorKinds,
     errorsAt: worker.reports.flatMap((r) => r.errorsAt),
     heard: worker.reports.flatMap((r) => r.heard),
+    told: worker.reports.flatMap((r) => r.told),
     listenErrors: worker.reports.flatMap((r) => (r.listenError === undefined ? [] : [r.listenError])),
   };
 }

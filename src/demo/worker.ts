@@ -22,6 +22,8 @@ export const WORKER_ENV = 'PG_LIFELINE_DEMO_WORKER';
  * wait for ever counts.
  */
 export const OP_DEADLINE_MS = 20_000;
+/** pg.Pool's and its listener's connectionTimeoutMillis (pg's default, 0, waits for ever). */
+export const PG_CONNECT_TIMEOUT_MS = 5_000;
 
 interface DemoPool {
   query(config: { text: string; values: unknown[]; idempotent?: boolean }): Promise<pg.QueryResult>;
@@ -31,24 +33,29 @@ interface DemoPool {
 }
 
 export async function runWorker(config: WorkerConfig): Promise<number> {
-  const report: WorkerReport = { lib: config.lib, ok: [], errors: [], okTicks: [], hungAt: [], acked: [], errorKinds: {}, errorsAt: [], heard: [] };
+  const report: WorkerReport = { lib: config.lib, ok: [], errors: [], okTicks: [], hungAt: [], acked: [], errorKinds: {}, errorsAt: [], heard: [], told: [] };
   const okTicks = new Set<number>();
   let printed = false;
   const print = (): void => {
     if (printed) return;
     printed = true;
     report.okTicks = [...okTicks].sort((a, b) => a - b);
+    // A listener's window ends with its process: after a crash, the next process's listener is another.
+    const exitedAt = Date.now() - config.t0;
+    for (const window of report.told) if (window[1] === null) window[1] = exitedAt;
     writeLine(JSON.stringify(report));
   };
   // A crash still sends what was seen until then.
   process.on('exit', print);
   if (config.lib === 'pg-lifeline') process.on('uncaughtException', (error) => noteError(report, Date.now() - config.t0, error, 'uncaught: '));
 
-  // The same options for both, and no query_timeout: pg-lifeline's defaults bound a dead network.
-  // pg.Pool's listener holds one client for good; pg-lifeline's LISTEN session is not counted against max.
-  const max = config.lib === 'pg' ? config.workers + 1 : config.workers;
-  const poolConfig = { ...config.conn, max, connectionTimeoutMillis: 5_000, application_name: `${config.appPrefix}${config.lib}` };
-  const pool: DemoPool = config.lib === 'pg' ? (new pg.Pool(poolConfig) as DemoPool) : (new Pool(poolConfig) as unknown as DemoPool);
+  // pg-lifeline as its README tells users: defaults, no query_timeout (they bound a dead network).
+  // pg.Pool as its docs advise: a connectionTimeoutMillis, so a connect fails rather than waits for ever.
+  const application_name = `${config.appPrefix}${config.lib}`;
+  const pool: DemoPool =
+    config.lib === 'pg'
+      ? (new pg.Pool({ ...config.conn, max: config.workers, connectionTimeoutMillis: PG_CONNECT_TIMEOUT_MS, application_name }) as DemoPool)
+      : (new Pool({ ...config.conn, max: config.workers, application_name }) as unknown as DemoPool);
   // As pg's docs tell every app to; pg-lifeline needs no listener.
   if (config.lib === 'pg') pool.on('error', () => {});
 
@@ -94,8 +101,11 @@ export async function runWorker(config: WorkerConfig): Promise<number> {
     }
   };
 
-  const heard = await listenFor(config.lib, pool);
+  // pg.Pool's app listens on a Client of its own, killed with the pool's sessions by pg_terminate_backend.
+  const listenConn = { ...config.conn, connectionTimeoutMillis: PG_CONNECT_TIMEOUT_MS, application_name: `${config.appPrefix}pg-listen` };
+  const heard = await listenFor(config.lib, pool, listenConn, config.t0);
   report.heard = heard.at;
+  report.told = heard.told;
   if (heard.error !== undefined) report.listenError = heard.error;
   await delay(Math.max(0, config.t0 - Date.now())); // both libraries start together
   const loop = async (): Promise<void> => {

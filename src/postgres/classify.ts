@@ -106,7 +106,7 @@ function classifyOwn(code: string, cause: unknown): FailureKind {
     return CONNECTION_ENDING.has(inner) ? inner : 'connection-lost';
   }
   if (code === 'PGL_QUERY_TIMEOUT') return 'query-timeout';
-  return code === 'PGL_NO_MATCHING_HOST' ? 'unreachable' : 'unknown';
+  return code === 'PGL_NO_MATCHING_HOST' || code === 'PGL_HOSTS_UNREACHABLE' ? 'unreachable' : 'unknown';
 }
 
 const CONNECTION_ENDING: ReadonlySet<FailureKind> = new Set(['connection-lost', 'idle-session-ended', 'server-starting', 'too-many-connections', 'unreachable', 'query-timeout']);

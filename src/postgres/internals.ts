@@ -176,3 +176,10 @@ export function protocolPid(client: pg.Client): number | undefined {
   const pid = (client as unknown as SocketInternals).processID;
   return typeof pid === 'number' ? pid : undefined;
 }
+
+/** Points a client that has not connected yet at another server: pg reads `host` and `port` when it connects. */
+export function retarget(client: pg.Client, host: string, port: number): void {
+  const c = client as unknown as ClientInternals;
+  c.host = host;
+  c.port = port;
+}

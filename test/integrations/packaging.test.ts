@@ -88,7 +88,10 @@ interface PgModuleReport {
   isLifelinePool: boolean;
   instanceofPgPool: boolean;
   sameTypes: boolean;
-  sameClient: boolean;
+  isLifelineClient: boolean;
+  instanceofPgClient: boolean;
+  clientAnswer: number;
+  sameDefaults: boolean;
   entry: string;
 }
 
@@ -197,13 +200,13 @@ describe('the packed package in a fresh project', () => {
     });
   });
 
-  // TypeORM's `driver` option takes a pg-shaped module: everything pg's, except the Pool.
+  // TypeORM's `driver` and Sequelize's `dialectModule` take a pg-shaped module: everything pg's, except the Pool and the Client.
   for (const [fixture, format] of [['pg-esm.mjs', 'ESM'], ['pg-cjs.cjs', 'CommonJS']] as const) {
-    test(`pg-lifeline/pg from ${format}: the library's Pool beside pg's own types and Client`, async () => {
+    test(`pg-lifeline/pg from ${format}: the library's Pool and Client beside pg's own types`, async () => {
       const report = await runFixture<PgModuleReport>(fixture);
       const file = path.join(app, 'node_modules', 'pg-lifeline', 'dist', format === 'ESM' ? 'pg.js' : 'pg.cjs');
       const entry = format === 'ESM' ? pathToFileURL(file).href : file;
-      assert.deepEqual(report, { answer: 42, isLifelinePool: true, instanceofPgPool: true, sameTypes: true, sameClient: true, entry });
+      assert.deepEqual(report, { answer: 42, isLifelinePool: true, instanceofPgPool: true, sameTypes: true, isLifelineClient: true, instanceofPgClient: true, clientAnswer: 42, sameDefaults: true, entry });
     });
   }
 
