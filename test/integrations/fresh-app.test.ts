@@ -39,6 +39,8 @@ const LIBRARIES: readonly Library[] = [
   { key: 'graphile_worker', name: 'graphile-worker', fixture: 'graphile-worker.mjs', packages: ['graphile-worker'], node: 22, queue: true },
   { key: 'pg_boss', name: 'pg-boss', fixture: 'pg-boss.mjs', packages: ['pg-boss'], node: 22, queue: true },
   { key: 'mikro_orm', name: 'MikroORM', fixture: 'mikro-orm.mjs', packages: ['@mikro-orm/core', '@mikro-orm/postgresql', 'kysely'], node: 22, queue: false },
+  { key: 'sequelize6', name: 'Sequelize 6', fixture: 'sequelize-6.cjs', packages: ['sequelize', 'pg-hstore'], node: 20, queue: false },
+  { key: 'sequelize7', name: 'Sequelize 7', fixture: 'sequelize-7.mjs', packages: ['@sequelize/core', '@sequelize/postgres'], node: 20, queue: false },
 ];
 
 let work = '';
