@@ -60,6 +60,7 @@ describe('classification of real server errors', () => {
       assert.equal(classifyFailure(error), row.kind, String(error));
       assert.equal(isSafeToRetry(error, { sent: true, idempotent: false }), row.retry[0]);
       assert.equal(isSafeToRetry(error, { sent: true, idempotent: true }), row.retry[1]);
+      assert.equal(isSafeToRetry(error), row.retry[0], 'without options: sent and not idempotent');
     });
   }
 

@@ -175,6 +175,8 @@ export interface RetryFacts {
   readonly atomic?: boolean | undefined;
 }
 
+const UNKNOWN_FACTS: RetryFacts = Object.freeze({ sent: true, idempotent: false });
+
 // The server rolls back the transaction that failed; earlier transactions of the same work stay.
 const ROLLED_BACK: ReadonlySet<FailureKind> = new Set(['serialization', 'deadlock']);
 
@@ -183,9 +185,10 @@ const ROLLED_BACK: ReadonlySet<FailureKind> = new Set(['serialization', 'deadloc
  * or ordinary SQL errors. After a serialization failure or deadlock only when it ran as one
  * transaction (`atomic`): a CALL or a script may have committed part of its work first. After
  * any other transient failure: always if it was not applied, and if the outcome is unknown only
- * when the statement is idempotent (running it twice is harmless).
+ * when the statement is idempotent (running it twice is harmless). Without `options`, it assumes
+ * the worst an app's own catch block can know: sent, not idempotent, not atomic.
  */
-export function isSafeToRetry(err: unknown, options: RetryFacts): boolean {
+export function isSafeToRetry(err: unknown, options: RetryFacts = UNKNOWN_FACTS): boolean {
   if (!isTransientFailure(err)) return false;
   if (ROLLED_BACK.has(classifyFailure(err))) return options.atomic === true;
   return options.idempotent || outcomeOf(err, options.sent) === 'not-applied';
