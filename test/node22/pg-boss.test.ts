@@ -165,6 +165,64 @@ for (const setup of setups) {
   });
 }
 
+describe('pg-boss useListenNotify on pgBossDb', () => {
+  test('a job is woken by its notification, and again after every backend was killed; each runs once', async (t) => {
+    const app = `boss-notify-${process.pid}`;
+    const queue = `notify-${process.pid}`;
+    const pool = new Pool({ ...cluster.clientConfig(), application_name: app, max: 4 });
+    const tally = newTally();
+    pool.on('error', (error: unknown) => void tally.pool.push(error));
+    const base = pgBossDb(pool);
+    let notifications = 0;
+    let reconnects = 0;
+    // Counts what pg-boss hears through the adapter, and passes it on unchanged.
+    const db = {
+      ...base,
+      listen: (channel: string, onNotification: (payload: string) => void, onReconnect: () => void) =>
+        base.listen(channel, (payload) => void (notifications++, onNotification(payload)), () => void (reconnects++, onReconnect())),
+    };
+    const boss = new PgBoss({ db, useListenNotify: true, superviseIntervalSeconds: 1, maintenanceIntervalSeconds: 1, monitorIntervalSeconds: 1 });
+    boss.on('error', (error: unknown) => void tally.app.push(error));
+    const warnings: unknown[] = [];
+    boss.on('warning', (warning: unknown) => void warnings.push(warning));
+    const unwatch = watchProcess(tally);
+    try {
+      await boss.start();
+      await boss.createQueue(queue, { notify: true });
+      // Polling every 5 minutes: within this test, only a notification (or the fetch forced by a reconnect) wakes the worker.
+      await boss.work<{ id: string }>(queue, { pollingIntervalSeconds: 300, notifyPollingIntervalSeconds: 300, batchSize: 1 }, async ([job]) => {
+        if (job !== undefined) await pool.query('INSERT INTO runs (job) VALUES ($1)', [job.data.id]);
+      });
+      await waitFor('the first LISTEN', () => reconnects === 1);
+      const ran = async (id: string): Promise<void> =>
+        void (await waitFor(`job ${id} to run`, async () => (await cluster.query('SELECT 1 FROM runs WHERE job = $1', [id])).length > 0, { timeoutMs: 30_000 }));
+      const ids = [`${queue}-a`, `${queue}-b`, `${queue}-c`];
+      await boss.send(queue, { id: ids[0] });
+      await ran(ids[0]!);
+      // The worker has fetched and is waiting out its poll now: only the notification can wake it.
+      const heard = notifications;
+      await boss.send(queue, { id: ids[1] });
+      await ran(ids[1]!);
+      assert.ok(notifications > heard, 'the job was announced through the listener');
+      assert.ok((await cluster.terminateBackends(app)) >= 2, 'the pool connections and the LISTEN session');
+      await waitFor('the listener to come back', () => reconnects === 2, { timeoutMs: 30_000 });
+      const heardBefore = notifications;
+      await boss.send(queue, { id: ids[2] });
+      await ran(ids[2]!);
+      assert.ok(notifications > heardBefore, 'after the kill, the job was again announced through the listener');
+      checkOnce(t, setups[0], await runsOf(queue, ids));
+      assert.deepEqual(warnings, [], 'pg-boss never fell back to polling only');
+    } finally {
+      await boss.stop({ graceful: false });
+      unwatch();
+      await settled(pool);
+      assert.equal(pool.stats().listen?.listeners ?? 0, 0, 'boss.stop() closed the listener');
+      await pool.end();
+    }
+    assert.deepEqual(tally.escaped, [], 'nothing may reach the process as an unhandled error');
+  });
+});
+
 describe('pgBossDb', () => {
   test('multi-statement text gives the rows of every statement; poolCounts reads the pool', async () => {
     const pool = new Pool({ ...cluster.clientConfig(), max: 3 });
