@@ -90,24 +90,14 @@ export class Listener extends EventEmitter<ListenerEvents> {
     this.#handlers.set(channel, handler);
     if (known) return;
     const listening = this.#session.subscribe(channel, this.#subscriber);
-    const signal = options?.signal;
-    if (signal === undefined) return listening;
-    if (signal.aborted) {
-      this.#drop(channel);
-      throw new AbortedError('Waiting for LISTEN', signal.reason);
-    }
-    let onAbort: (() => void) | undefined;
-    const aborted = new Promise<never>((_, reject) => {
-      onAbort = () => {
-        this.#drop(channel);
-        reject(new AbortedError('Waiting for LISTEN', signal.reason));
-      };
-      signal.addEventListener('abort', onAbort, { once: true });
-    });
+    // Once aborted, nobody awaits it; its later rejection must not surface as unhandled.
+    listening.catch(() => undefined);
     try {
-      await Promise.race([listening, aborted]);
-    } finally {
-      signal.removeEventListener('abort', onAbort as () => void);
+      await (options?.signal === undefined ? listening : abortable(listening, options.signal));
+    } catch (error) {
+      // Refused, timed out or aborted: this listener does not keep wanting the channel.
+      if (this.#handlers.get(channel) === handler) this.#drop(channel);
+      throw error;
     }
   }
 
@@ -159,6 +149,21 @@ export class Listener extends EventEmitter<ListenerEvents> {
     const failure = error instanceof Error ? error : new Error(String(error));
     if (this.listenerCount('error') > 0) this.emit('error', failure);
     else this.#warn(`a LISTEN handler or session failed (add an 'error' listener to the listener to handle it): ${failure.message}`, {});
+  }
+}
+
+// Rejects as soon as `signal` aborts, before anything dropping the channel could resolve `listening`.
+async function abortable(listening: Promise<void>, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) throw new AbortedError('Waiting for LISTEN', signal.reason);
+  let onAbort: (() => void) | undefined;
+  const aborted = new Promise<never>((_, reject) => {
+    onAbort = () => reject(new AbortedError('Waiting for LISTEN', signal.reason));
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+  try {
+    await Promise.race([listening, aborted]);
+  } finally {
+    signal.removeEventListener('abort', onAbort as () => void);
   }
 }
 
