@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test, type TestContext } from 'node:test';
 import { PgBoss } from 'pg-boss';
 import * as pg from 'pg';
-import { Pool, isOutcomeUnknown, pgBossDb } from '../../src/index.js';
+import { Pool, TransactionRolledBackError, isOutcomeUnknown, pgBossDb } from '../../src/index.js';
 import { PgCluster } from '../harness/cluster.js';
 import { waitFor } from '../harness/wait.js';
 import { newTally, report, settle, watchProcess, type Tally } from '../integrations/fault-tally.js';
@@ -220,6 +220,64 @@ describe('pg-boss useListenNotify on pgBossDb', () => {
       await pool.end();
     }
     assert.deepEqual(tally.escaped, [], 'nothing may reach the process as an unhandled error');
+  });
+});
+
+describe('pg-boss transactional workers on pgBossDb', () => {
+  test("a handler's writes commit with the job's completion, and roll back with its failure", async () => {
+    const app = `boss-tx-${process.pid}`;
+    const queue = `tx-${process.pid}`;
+    const pool = new Pool({ ...cluster.clientConfig(), application_name: app, max: 4 });
+    const tally = newTally();
+    pool.on('error', (error: unknown) => void tally.pool.push(error));
+    const boss = new PgBoss({ db: pgBossDb(pool), superviseIntervalSeconds: 1, maintenanceIntervalSeconds: 1, monitorIntervalSeconds: 1 });
+    boss.on('error', (error: unknown) => void tally.app.push(error));
+    const unwatch = watchProcess(tally);
+    const ok = `${queue}-ok`;
+    const bad = `${queue}-bad`;
+    try {
+      await boss.start();
+      await boss.createQueue(queue, { retryLimit: 0 });
+      const options = { transactional: true, pollingIntervalSeconds: 0.5, batchSize: 1 } as const;
+      await boss.work<{ id: string }, unknown, typeof options>(queue, options, async ([job], tx) => {
+        if (job === undefined) return;
+        await tx.executeSql('INSERT INTO runs (job) VALUES ($1)', [job.data.id]);
+        if (job.data.id === bad) throw new Error('the handler failed after its insert');
+      });
+      const okId = await boss.send(queue, { id: ok });
+      const badId = await boss.send(queue, { id: bad });
+      const stateOf = async (id: string | null): Promise<string | undefined> =>
+        (await cluster.query<{ state: string }>('SELECT state::text FROM pgboss.job WHERE id = $1', [id]))[0]?.state;
+      await waitFor('both jobs to settle', async () => (await stateOf(okId)) === 'completed' && (await stateOf(badId)) === 'failed', { timeoutMs: 30_000 });
+      const rows = await cluster.query<{ job: string }>('SELECT job FROM runs WHERE job = ANY($1) ORDER BY job', [[ok, bad]]);
+      assert.deepEqual(rows.map((r) => r.job), [ok], 'the failed handler left nothing behind; the completed one wrote once');
+    } finally {
+      await boss.stop({ graceful: false });
+      unwatch();
+      await settled(pool);
+      await pool.end();
+    }
+    assert.deepEqual(tally.escaped, [], 'nothing may reach the process as an unhandled error');
+  });
+
+  test('commit() reports a transaction the server rolled back; rollback() never rejects; both refuse a second settle', async () => {
+    const pool = new Pool({ ...cluster.clientConfig(), max: 2 });
+    try {
+      const db = pgBossDb(pool);
+      const swallowed = await db.beginTransaction();
+      await swallowed.db.executeSql('SELECT 1/0').catch(() => undefined);
+      await assert.rejects(swallowed.commit(), TransactionRolledBackError);
+      await assert.rejects(swallowed.db.executeSql('SELECT 1'), /already settled/);
+      const rolled = await db.beginTransaction();
+      await rolled.db.executeSql("INSERT INTO runs (job) VALUES ('rolled-back')");
+      await rolled.rollback();
+      await rolled.rollback();
+      await assert.rejects(rolled.commit(), /already settled/);
+      assert.deepEqual(await cluster.query("SELECT job FROM runs WHERE job = 'rolled-back'"), []);
+      await settled(pool);
+    } finally {
+      await pool.end();
+    }
   });
 });
 
