@@ -176,4 +176,30 @@ describe('pool.listen() under more faults', { timeout: 120_000 }, () => {
       await pool.end();
     }
   });
+
+  test('a login refused while reconnecting: the error event says why, and the listener keeps trying until it works', async () => {
+    const role = `listen_role_${process.pid}`;
+    await cluster.query(`CREATE ROLE ${role} LOGIN PASSWORD 'first'`);
+    const pool = new Pool({ ...cluster.clientConfig(), user: role, password: 'first', application_name: role, listenHeartbeatMillis: 300 });
+    pool.on('error', () => {});
+    try {
+      const listener = await pool.listen('role_chan', () => {});
+      const errors: Error[] = [];
+      listener.on('error', (error) => errors.push(error));
+      await cluster.query(`ALTER ROLE ${role} PASSWORD 'second'`);
+      await cluster.terminateBackends(role);
+      await waitFor('the refused login to be reported', () => errors.length > 0);
+      assert.ok(errors[0] instanceof ListenError, String(errors[0]));
+      assert.match(errors[0].message, /password authentication failed.*check the user, password.*retried/s);
+      // Not events.once: it rejects on the 'error' events that go on until the password is back.
+      let reconnected = false;
+      listener.on('reconnected', () => void (reconnected = true));
+      await cluster.query(`ALTER ROLE ${role} PASSWORD 'first'`);
+      await waitFor('the listener to reconnect', () => reconnected);
+      await listener.close();
+    } finally {
+      await pool.end();
+      await cluster.query(`DROP ROLE ${role}`);
+    }
+  });
 });

@@ -51,6 +51,8 @@ export class Listener extends EventEmitter<ListenerEvents> {
   readonly #warn: (message: string, fields: Record<string, unknown>) => void;
   readonly #subscriber: ListenSubscriber;
   #closed = false;
+  /** Set once a LISTEN of this listener succeeded. */
+  #listened = false;
   #reconnecting: Promise<void> = Promise.resolve();
 
   /** Use `pool.listen()`. */
@@ -63,7 +65,10 @@ export class Listener extends EventEmitter<ListenerEvents> {
       notify: (message) => this.#notify(message),
       disconnected: (event) => this.emit('disconnected', event),
       reconnected: (event) => this.#reconnected(event),
-      failed: (error) => this.#report(error),
+      // Before its first LISTEN succeeded, the caller hears it as pool.listen()'s rejection: once is enough.
+      failed: (error) => {
+        if (this.#listened) this.#report(error);
+      },
       sessionPooler: options?.sessionPooler === true,
     };
   }
@@ -94,6 +99,7 @@ export class Listener extends EventEmitter<ListenerEvents> {
     listening.catch(() => undefined);
     try {
       await (options?.signal === undefined ? listening : abortable(listening, options.signal));
+      this.#listened = true;
     } catch (error) {
       // Refused, timed out or aborted: this listener does not keep wanting the channel.
       if (this.#handlers.get(channel) === handler) this.#drop(channel);
