@@ -5,6 +5,7 @@
 // wrong password.
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import pg from 'pg';
@@ -21,6 +22,37 @@ before(async () => {
   cluster = await PgCluster.start();
 });
 after(() => cluster?.destroy());
+
+/** A TCP address whose server can change under it (a moved DNS name or virtual IP); moving cuts every connection. */
+async function movingAddress(port: number): Promise<{ port: number; moveTo(port: number): void; close(): Promise<void> }> {
+  let to = port;
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(to, '127.0.0.1');
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.on('error', () => {});
+      socket.on('close', () => sockets.delete(socket));
+    }
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const cut = (): void => {
+    for (const socket of sockets) socket.destroy();
+  };
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    moveTo(next) {
+      to = next;
+      cut();
+    },
+    close: () => new Promise<void>((resolve) => {
+      cut();
+      server.close(() => resolve());
+    }),
+  };
+}
 
 /** Sends NOTIFYs until one is delivered (the publisher itself may meet the outage); returns its payload. */
 async function deliveredAfter(publisher: Pool, channel: string, received: Set<string>): Promise<string> {
@@ -200,6 +232,34 @@ describe('pool.listen() under more faults', { timeout: 120_000 }, () => {
     } finally {
       await pool.end();
       await cluster.query(`DROP ROLE ${role}`);
+    }
+  });
+
+  test('the one host turns out a standby on reconnect: reported, retried, and listening again on a primary', async () => {
+    const set = await ReplicaSet.start();
+    const address = await movingAddress(set.primary.port);
+    const pool = new Pool({ ...set.primary.clientConfig(), port: address.port, listenHeartbeatMillis: 300 });
+    pool.on('error', () => {});
+    try {
+      const received = new Set<string>();
+      const listener = await pool.listen('moving_chan', (msg) => void received.add(msg.payload ?? ''));
+      const errors: Error[] = [];
+      listener.on('error', (error) => errors.push(error));
+      let reconnected = false;
+      listener.on('reconnected', () => void (reconnected = true));
+      address.moveTo(set.standby.port);
+      await waitFor('the refusal on the standby to be reported', () => errors.length > 0);
+      assert.match(errors[0]?.message ?? '', /during recovery.*standby.*primary/s);
+      assert.deepEqual(listener.channels, ['moving_chan'], 'the channel is kept');
+      address.moveTo(set.primary.port);
+      await waitFor('the listener to listen again', () => reconnected);
+      await pool.query("SELECT pg_notify('moving_chan', 'back')");
+      await waitFor('the notification', () => received.has('back'));
+      await listener.close();
+    } finally {
+      await pool.end();
+      await address.close();
+      await set.destroy();
     }
   });
 });

@@ -222,6 +222,9 @@ export class ListenSession implements ConnectionOwner {
         await connection.client.query(`${missing !== undefined ? 'LISTEN' : 'UNLISTEN'} ${quoteChannel(channel)}`);
       } catch (error) {
         if (isConnectionError(error) || connection.failure !== undefined) throw error;
+        // Opened again after a loss, the one host may be a standby for a while (a moved address, a
+        // failover under way): an outage to retry, not a reason to drop channels that were listening.
+        if (this.#lostAt !== undefined && missing !== undefined) throw refusedError(channel, error);
         // The server refused this channel (a standby, too many listeners): only its waiters fail.
         this.#refuse(channel, error);
         continue;
