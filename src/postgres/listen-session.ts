@@ -7,6 +7,8 @@ import { ListenError } from '../errors.js';
 import { behindPooler } from './pooler.js';
 import { isConnectionError, isPermanentConnectError, isTransientFailure } from './classify.js';
 import { PgConnection, type ConnectionOwner } from './connection.js';
+import { quoteChannel, refusedError, timedOutError } from './listen-errors.js';
+import { ListenWaiters } from './listen-waiters.js';
 import { HostRouter } from './host-router.js';
 import { OPEN_RETRY_BASE_MILLIS, openRetryCapMillis } from './open-policy.js';
 
@@ -74,11 +76,6 @@ const HEARTBEAT_SQL = 'SELECT pg_is_in_recovery() AS standby, array(SELECT pg_li
 // A session that keeps failing to open for a reason no retry fixes is retried this slowly, never given up.
 const PERMANENT_RETRY_CAP_MILLIS = 5000;
 
-/** Quotes a channel name as an identifier: LISTEN takes it exactly as pg_notify() is given it. */
-export function quoteChannel(channel: string): string {
-  return `"${channel.replace(/"/g, '""')}"`;
-}
-
 /**
  * The pool's one dedicated LISTEN session, shared by every listener: never counted against `max`,
  * never handed to other work. It proves itself with a heartbeat, and when lost it reconnects with
@@ -95,7 +92,9 @@ export class ListenSession implements ConnectionOwner {
   #connection: PgConnection | undefined;
   /** Channels the current session has LISTENed to. */
   #active = new Set<string>();
-  #waiters: { channel: string; resolve(): void; reject(error: Error): void }[] = [];
+  readonly #waiters: ListenWaiters;
+  /** Why the last attempt to open the session failed, while it keeps failing: what a waiter that gives up is told. */
+  #openFailure: { error: unknown; diagnosis: Diagnosis } | undefined;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #failures = 0;
   /** When the session was last proven listening (a heartbeat or LISTEN began after it): the start of any loss window. */
@@ -110,6 +109,7 @@ export class ListenSession implements ConnectionOwner {
     this.#host = host;
     const hosts = config.hosts.targets.length > 1 ? { ...config.hosts, targetSessionAttrs: 'primary' as const } : config.hosts;
     this.#router = new HostRouter(hosts, config.hostRecheckMillis);
+    this.#waiters = new ListenWaiters(config.connectionTimeoutMillis, (channel) => this.#timedOut(channel));
   }
 
   get state(): ListenState {
@@ -127,7 +127,7 @@ export class ListenSession implements ConnectionOwner {
     if (subscribers === undefined) this.#wanted.set(channel, (subscribers = new Set()));
     subscribers.add(subscriber);
     if (this.#state === 'listening' && this.#active.has(channel)) return Promise.resolve();
-    const listening = new Promise<void>((resolve, reject) => this.#waiters.push({ channel, resolve, reject }));
+    const listening = this.#waiters.wait(channel);
     if (this.#state === 'idle') this.#connect();
     else if (this.#state === 'listening') this.#sync();
     return listening;
@@ -139,8 +139,7 @@ export class ListenSession implements ConnectionOwner {
     if (subscribers === undefined || !subscribers.delete(subscriber)) return;
     if (subscribers.size > 0) return;
     this.#wanted.delete(channel);
-    for (const waiter of this.#waiters.filter((w) => w.channel === channel)) waiter.resolve();
-    this.#waiters = this.#waiters.filter((w) => w.channel !== channel);
+    this.#waiters.resolve((c) => c === channel);
     if (this.#wanted.size === 0) this.#stop('idle');
     else if (this.#state === 'listening') this.#sync();
   }
@@ -190,12 +189,15 @@ export class ListenSession implements ConnectionOwner {
       if (connection !== this.#connection) return;
       connection.destroy();
       void connection.close();
-      this.#openFailed(error);
+      this.#openFailed(error, connection);
       return;
     }
     if (connection !== this.#connection) return;
+    // Every channel was refused (a standby): keep no session open for nobody.
+    if (this.#wanted.size === 0) return this.#stop('idle');
     this.#state = 'listening';
     this.#failures = 0;
+    this.#openFailure = undefined;
     this.#armHeartbeat();
     const reconnect = this.#lostAt !== undefined;
     if (reconnect) {
@@ -220,6 +222,9 @@ export class ListenSession implements ConnectionOwner {
         await connection.client.query(`${missing !== undefined ? 'LISTEN' : 'UNLISTEN'} ${quoteChannel(channel)}`);
       } catch (error) {
         if (isConnectionError(error) || connection.failure !== undefined) throw error;
+        // Opened again after a loss, the one host may be a standby for a while (a moved address, a
+        // failover under way): an outage to retry, not a reason to drop channels that were listening.
+        if (this.#lostAt !== undefined && missing !== undefined) throw refusedError(channel, error);
         // The server refused this channel (a standby, too many listeners): only its waiters fail.
         this.#refuse(channel, error);
         continue;
@@ -235,7 +240,9 @@ export class ListenSession implements ConnectionOwner {
     this.#syncing = this.#listenAll(connection).then(
       () => {
         this.#syncing = undefined;
-        if (connection === this.#connection && this.#state === 'listening') this.#resolveWaiters();
+        if (connection !== this.#connection || this.#state !== 'listening') return;
+        if (this.#wanted.size === 0) this.#stop('idle');
+        else this.#resolveWaiters();
       },
       (error: unknown) => {
         this.#syncing = undefined;
@@ -245,15 +252,10 @@ export class ListenSession implements ConnectionOwner {
   }
 
   #refuse(channel: string, error: unknown): void {
-    const refusal = new ListenError(
-      `LISTEN ${quoteChannel(channel)} was refused: ${error instanceof Error ? error.message : String(error)}. ` +
-        'LISTEN needs a primary server (not a standby) and a direct or session-pooled connection.',
-      error,
-    );
+    const refusal = refusedError(channel, error);
     for (const subscriber of this.#wanted.get(channel) ?? []) subscriber.failed(refusal);
     this.#wanted.delete(channel);
-    for (const waiter of this.#waiters.filter((w) => w.channel === channel)) waiter.reject(refusal);
-    this.#waiters = this.#waiters.filter((w) => w.channel !== channel);
+    this.#waiters.reject((c) => c === channel, refusal);
   }
 
   #poolerAllowed(): boolean {
@@ -270,28 +272,34 @@ export class ListenSession implements ConnectionOwner {
       undefined,
     );
     for (const subscriber of this.#subscribers()) subscriber.failed(refusal);
-    const waiters = this.#waiters;
-    this.#waiters = [];
-    for (const waiter of waiters) waiter.reject(refusal);
+    this.#waiters.reject(() => true, refusal);
     this.#wanted.clear();
     this.#stop('idle');
   }
 
   #resolveWaiters(): void {
-    const ready = this.#waiters.filter((w) => this.#active.has(w.channel));
-    this.#waiters = this.#waiters.filter((w) => !this.#active.has(w.channel));
-    for (const waiter of ready) waiter.resolve();
+    this.#waiters.resolve((channel) => this.#active.has(channel));
   }
 
-  #openFailed(error: unknown): void {
+  #openFailed(error: unknown, connection: PgConnection): void {
     this.#failures++;
+    const diagnosis = this.#host.diagnose(error, connection);
+    this.#openFailure = { error, diagnosis };
     // An outage that began before the session was ever up loses nothing: nobody listened yet.
     const permanent = isPermanentConnectError(error) || !isTransientFailure(error);
     if (permanent) {
-      const failure = new ListenError(`Could not open the LISTEN session: ${error instanceof Error ? error.message : String(error)}. It is retried every few seconds.`, error);
+      const why = `${error instanceof Error ? error.message : String(error)}: ${diagnosis.summary}; ${diagnosis.advice}`;
+      // Those still waiting for their first LISTEN hear it at once, as pool.connect() would; the listening ones keep retrying.
+      this.#waiters.reject(() => true, new ListenError(`LISTEN could not start: the session could not be opened (${why}).`, error));
+      const failure = new ListenError(`Could not open the LISTEN session (${why}). It is retried every few seconds.`, error);
       for (const subscriber of this.#subscribers()) subscriber.failed(failure);
     }
     this.#backoff(permanent ? PERMANENT_RETRY_CAP_MILLIS : openRetryCapMillis(error));
+  }
+
+  // What a caller whose first LISTEN outlived connectionTimeoutMillis is told.
+  #timedOut(channel: string): ListenError {
+    return timedOutError(channel, this.#config.connectionTimeoutMillis, this.#openFailure);
   }
 
   #lost(error: Error, connection: PgConnection): void {
@@ -386,8 +394,6 @@ export class ListenSession implements ConnectionOwner {
     this.#failures = 0;
     this.#state = state;
     if (connection !== undefined) void connection.close();
-    const waiters = this.#waiters;
-    this.#waiters = [];
-    for (const waiter of waiters) waiter.reject(new ListenError('The pool has ended before LISTEN succeeded.', undefined));
+    this.#waiters.reject(() => true, new ListenError('The pool has ended before LISTEN succeeded.', undefined));
   }
 }

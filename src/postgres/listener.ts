@@ -51,6 +51,8 @@ export class Listener extends EventEmitter<ListenerEvents> {
   readonly #warn: (message: string, fields: Record<string, unknown>) => void;
   readonly #subscriber: ListenSubscriber;
   #closed = false;
+  /** Set once a LISTEN of this listener succeeded. */
+  #listened = false;
   #reconnecting: Promise<void> = Promise.resolve();
 
   /** Use `pool.listen()`. */
@@ -63,7 +65,10 @@ export class Listener extends EventEmitter<ListenerEvents> {
       notify: (message) => this.#notify(message),
       disconnected: (event) => this.emit('disconnected', event),
       reconnected: (event) => this.#reconnected(event),
-      failed: (error) => this.#report(error),
+      // Before its first LISTEN succeeded, the caller hears it as pool.listen()'s rejection: once is enough.
+      failed: (error) => {
+        if (this.#listened) this.#report(error);
+      },
       sessionPooler: options?.sessionPooler === true,
     };
   }
@@ -90,24 +95,15 @@ export class Listener extends EventEmitter<ListenerEvents> {
     this.#handlers.set(channel, handler);
     if (known) return;
     const listening = this.#session.subscribe(channel, this.#subscriber);
-    const signal = options?.signal;
-    if (signal === undefined) return listening;
-    if (signal.aborted) {
-      this.#drop(channel);
-      throw new AbortedError('Waiting for LISTEN', signal.reason);
-    }
-    let onAbort: (() => void) | undefined;
-    const aborted = new Promise<never>((_, reject) => {
-      onAbort = () => {
-        this.#drop(channel);
-        reject(new AbortedError('Waiting for LISTEN', signal.reason));
-      };
-      signal.addEventListener('abort', onAbort, { once: true });
-    });
+    // Once aborted, nobody awaits it; its later rejection must not surface as unhandled.
+    listening.catch(() => undefined);
     try {
-      await Promise.race([listening, aborted]);
-    } finally {
-      signal.removeEventListener('abort', onAbort as () => void);
+      await (options?.signal === undefined ? listening : abortable(listening, options.signal));
+      this.#listened = true;
+    } catch (error) {
+      // Refused, timed out or aborted: this listener does not keep wanting the channel.
+      if (this.#handlers.get(channel) === handler) this.#drop(channel);
+      throw error;
     }
   }
 
@@ -159,6 +155,21 @@ export class Listener extends EventEmitter<ListenerEvents> {
     const failure = error instanceof Error ? error : new Error(String(error));
     if (this.listenerCount('error') > 0) this.emit('error', failure);
     else this.#warn(`a LISTEN handler or session failed (add an 'error' listener to the listener to handle it): ${failure.message}`, {});
+  }
+}
+
+// Rejects as soon as `signal` aborts, before anything dropping the channel could resolve `listening`.
+async function abortable(listening: Promise<void>, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) throw new AbortedError('Waiting for LISTEN', signal.reason);
+  let onAbort: (() => void) | undefined;
+  const aborted = new Promise<never>((_, reject) => {
+    onAbort = () => reject(new AbortedError('Waiting for LISTEN', signal.reason));
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+  try {
+    await Promise.race([listening, aborted]);
+  } finally {
+    signal.removeEventListener('abort', onAbort as () => void);
   }
 }
 

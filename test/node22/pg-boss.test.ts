@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test, type TestContext } from 'node:test';
 import { PgBoss } from 'pg-boss';
 import * as pg from 'pg';
-import { Pool, isOutcomeUnknown, pgBossDb } from '../../src/index.js';
+import { Pool, TransactionRolledBackError, isOutcomeUnknown, pgBossDb } from '../../src/index.js';
 import { PgCluster } from '../harness/cluster.js';
 import { waitFor } from '../harness/wait.js';
 import { newTally, report, settle, watchProcess, type Tally } from '../integrations/fault-tally.js';
@@ -164,6 +164,122 @@ for (const setup of setups) {
     });
   });
 }
+
+describe('pg-boss useListenNotify on pgBossDb', () => {
+  test('a job is woken by its notification, and again after every backend was killed; each runs once', async (t) => {
+    const app = `boss-notify-${process.pid}`;
+    const queue = `notify-${process.pid}`;
+    const pool = new Pool({ ...cluster.clientConfig(), application_name: app, max: 4 });
+    const tally = newTally();
+    pool.on('error', (error: unknown) => void tally.pool.push(error));
+    const base = pgBossDb(pool);
+    let notifications = 0;
+    let reconnects = 0;
+    // Counts what pg-boss hears through the adapter, and passes it on unchanged.
+    const db = {
+      ...base,
+      listen: (channel: string, onNotification: (payload: string) => void, onReconnect: () => void) =>
+        base.listen(channel, (payload) => void (notifications++, onNotification(payload)), () => void (reconnects++, onReconnect())),
+    };
+    const boss = new PgBoss({ db, useListenNotify: true, superviseIntervalSeconds: 1, maintenanceIntervalSeconds: 1, monitorIntervalSeconds: 1 });
+    boss.on('error', (error: unknown) => void tally.app.push(error));
+    const warnings: unknown[] = [];
+    boss.on('warning', (warning: unknown) => void warnings.push(warning));
+    const unwatch = watchProcess(tally);
+    try {
+      await boss.start();
+      await boss.createQueue(queue, { notify: true });
+      // Polling every 5 minutes: within this test, only a notification (or the fetch forced by a reconnect) wakes the worker.
+      await boss.work<{ id: string }>(queue, { pollingIntervalSeconds: 300, notifyPollingIntervalSeconds: 300, batchSize: 1 }, async ([job]) => {
+        if (job !== undefined) await pool.query('INSERT INTO runs (job) VALUES ($1)', [job.data.id]);
+      });
+      await waitFor('the first LISTEN', () => reconnects === 1);
+      const ran = async (id: string): Promise<void> =>
+        void (await waitFor(`job ${id} to run`, async () => (await cluster.query('SELECT 1 FROM runs WHERE job = $1', [id])).length > 0, { timeoutMs: 30_000 }));
+      const ids = [`${queue}-a`, `${queue}-b`, `${queue}-c`];
+      await boss.send(queue, { id: ids[0] });
+      await ran(ids[0]!);
+      // The worker has fetched and is waiting out its poll now: only the notification can wake it.
+      const heard = notifications;
+      await boss.send(queue, { id: ids[1] });
+      await ran(ids[1]!);
+      assert.ok(notifications > heard, 'the job was announced through the listener');
+      assert.ok((await cluster.terminateBackends(app)) >= 2, 'the pool connections and the LISTEN session');
+      await waitFor('the listener to come back', () => reconnects === 2, { timeoutMs: 30_000 });
+      const heardBefore = notifications;
+      await boss.send(queue, { id: ids[2] });
+      await ran(ids[2]!);
+      assert.ok(notifications > heardBefore, 'after the kill, the job was again announced through the listener');
+      checkOnce(t, setups[0], await runsOf(queue, ids));
+      assert.deepEqual(warnings, [], 'pg-boss never fell back to polling only');
+    } finally {
+      await boss.stop({ graceful: false });
+      unwatch();
+      await settled(pool);
+      assert.equal(pool.stats().listen?.listeners ?? 0, 0, 'boss.stop() closed the listener');
+      await pool.end();
+    }
+    assert.deepEqual(tally.escaped, [], 'nothing may reach the process as an unhandled error');
+  });
+});
+
+describe('pg-boss transactional workers on pgBossDb', () => {
+  test("a handler's writes commit with the job's completion, and roll back with its failure", async () => {
+    const app = `boss-tx-${process.pid}`;
+    const queue = `tx-${process.pid}`;
+    const pool = new Pool({ ...cluster.clientConfig(), application_name: app, max: 4 });
+    const tally = newTally();
+    pool.on('error', (error: unknown) => void tally.pool.push(error));
+    const boss = new PgBoss({ db: pgBossDb(pool), superviseIntervalSeconds: 1, maintenanceIntervalSeconds: 1, monitorIntervalSeconds: 1 });
+    boss.on('error', (error: unknown) => void tally.app.push(error));
+    const unwatch = watchProcess(tally);
+    const ok = `${queue}-ok`;
+    const bad = `${queue}-bad`;
+    try {
+      await boss.start();
+      await boss.createQueue(queue, { retryLimit: 0 });
+      const options = { transactional: true, pollingIntervalSeconds: 0.5, batchSize: 1 } as const;
+      await boss.work<{ id: string }, unknown, typeof options>(queue, options, async ([job], tx) => {
+        if (job === undefined) return;
+        await tx.executeSql('INSERT INTO runs (job) VALUES ($1)', [job.data.id]);
+        if (job.data.id === bad) throw new Error('the handler failed after its insert');
+      });
+      const okId = await boss.send(queue, { id: ok });
+      const badId = await boss.send(queue, { id: bad });
+      const stateOf = async (id: string | null): Promise<string | undefined> =>
+        (await cluster.query<{ state: string }>('SELECT state::text FROM pgboss.job WHERE id = $1', [id]))[0]?.state;
+      await waitFor('both jobs to settle', async () => (await stateOf(okId)) === 'completed' && (await stateOf(badId)) === 'failed', { timeoutMs: 30_000 });
+      const rows = await cluster.query<{ job: string }>('SELECT job FROM runs WHERE job = ANY($1) ORDER BY job', [[ok, bad]]);
+      assert.deepEqual(rows.map((r) => r.job), [ok], 'the failed handler left nothing behind; the completed one wrote once');
+    } finally {
+      await boss.stop({ graceful: false });
+      unwatch();
+      await settled(pool);
+      await pool.end();
+    }
+    assert.deepEqual(tally.escaped, [], 'nothing may reach the process as an unhandled error');
+  });
+
+  test('commit() reports a transaction the server rolled back; rollback() never rejects; both refuse a second settle', async () => {
+    const pool = new Pool({ ...cluster.clientConfig(), max: 2 });
+    try {
+      const db = pgBossDb(pool);
+      const swallowed = await db.beginTransaction();
+      await swallowed.db.executeSql('SELECT 1/0').catch(() => undefined);
+      await assert.rejects(swallowed.commit(), TransactionRolledBackError);
+      await assert.rejects(swallowed.db.executeSql('SELECT 1'), /already settled/);
+      const rolled = await db.beginTransaction();
+      await rolled.db.executeSql("INSERT INTO runs (job) VALUES ('rolled-back')");
+      await rolled.rollback();
+      await rolled.rollback();
+      await assert.rejects(rolled.commit(), /already settled/);
+      assert.deepEqual(await cluster.query("SELECT job FROM runs WHERE job = 'rolled-back'"), []);
+      await settled(pool);
+    } finally {
+      await pool.end();
+    }
+  });
+});
 
 describe('pgBossDb', () => {
   test('multi-statement text gives the rows of every statement; poolCounts reads the pool', async () => {
