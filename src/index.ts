@@ -49,7 +49,7 @@ export {
 } from './metrics/prometheus.js';
 export { registerOpenTelemetryMetrics, type OpenTelemetryOptions, type OtelMeterLike } from './metrics/opentelemetry.js';
 export type { MetricsHandle, MetricsPool } from './metrics/names.js';
-export { pgBossDb, type PgBossDatabase } from './integrations/pg-boss.js';
+export { pgBossDb, type PgBossDatabase, type PgBossListenHandle, type PgBossTransaction } from './integrations/pg-boss.js';
 export { mikroOrmDriver, type KyselyDialectClass, type MikroOrmDriverOptions } from './integrations/mikro-orm.js';
 export { Client, type ClientOptions } from './client.js';
 export { HostsUnreachableError, type HostFailure } from './postgres/client-hosts.js';

@@ -170,6 +170,8 @@ describe('Prometheus', () => {
     const listener = await pool.listen('metrics_chan', () => {});
     try {
       await exercise(pool, app);
+      // The kills in exercise() end the LISTEN session too (same application_name): it reconnects on its own.
+      await waitFor('the LISTEN session to listen again', () => pool.stats().listen?.state === 'listening');
       const stats = pool.stats();
       assert.equal(stats.listen?.listeners, 1);
       assert.equal(stats.listen?.state, 'listening');
