@@ -192,6 +192,56 @@ describe('pool.listen', () => {
     });
   }
 
+  test('idle_session_timeout shorter than listenHeartbeatMillis: the heartbeat comes often enough to keep the session', async () => {
+    // Default heartbeat (5 s); the server ends sessions idle for 1 s.
+    const { pool } = makePool({ listenHeartbeatMillis: undefined, options: '-c idle_session_timeout=1000' });
+    const record: Record = { received: new Set(), windows: [] };
+    const listener = await pool.listen('short_idle', (msg) => void record.received.add(Number(msg.payload)));
+    watch(listener, record);
+    const pub = publisher('short_idle');
+    const t0 = Date.now();
+    // Notifications reach an idle session without ending its idleness: only the heartbeat keeps it.
+    await waitFor('deliveries over four idle timeouts', () => [...record.received].some((n) => (pub.sent.get(n)?.start ?? 0) > t0 + 4000));
+    await pub.stop();
+    assert.deepEqual(record.windows, [], 'the session was never lost');
+    assert.equal(pool.stats().listen?.reconnects, 0);
+    await pool.end();
+  });
+
+  test('a reconnect stuck on a dark network is retried as soon as the pool reaches the server again', async () => {
+    const proxy = await FaultProxy.start(cluster);
+    // Attempts are never cut for silence: only the pool's recovery can free a stuck LISTEN reconnect.
+    const bound = 2_147_483_647;
+    const { pool } = makePool({ connectionTimeoutMillis: bound, connectAttemptTimeoutMillis: bound, max: 1 }, { host: proxy.host, port: proxy.port });
+    pool.on('error', () => {});
+    const record: Record = { received: new Set(), windows: [] };
+    const listener = await pool.listen('stuck', (msg) => void record.received.add(Number(msg.payload)));
+    watch(listener, record);
+    const pub = publisher('stuck');
+    await waitFor('some deliveries', () => record.received.size >= 5);
+    const disconnected = once(listener, 'disconnected');
+    proxy.blackhole();
+    await disconnected;
+    await waitFor('a reconnect attempt under way', () => pool.stats().listen?.state === 'connecting');
+    // New connections are now refused, so the pool's own opens fail fast: an outage it will see end.
+    await proxy.refuse();
+    const read = pool.query('SELECT 1 AS one');
+    await waitFor('the pool to fail an open', () => pool.stats().connectErrors > 0);
+    proxy.passThrough();
+    await proxy.accept();
+    assert.equal((await read).rows[0]?.one, 1);
+    // Without the retry it would wait for ever: its attempt is never cut.
+    await waitFor('the LISTEN session back', () => pool.stats().listen?.state === 'listening', { timeoutMs: 30_000 });
+    assert.equal(record.windows.at(-1)?.to !== undefined, true, 'reconnected closed the reported window');
+    const n = await pub.send();
+    assert.ok(n !== undefined);
+    await waitFor(`notification ${n} after reconnected`, () => record.received.has(n));
+    await pub.stop();
+    assertLossesReported(pub.sent, record);
+    await pool.end();
+    await proxy.close();
+  });
+
   test('close() and end() do not hang while the network is dark', async () => {
     const proxy = await FaultProxy.start(cluster);
     const { pool } = makePool({}, { host: proxy.host, port: proxy.port });

@@ -295,6 +295,11 @@ export class PgConnection extends PooledResource {
     return this.#failure === undefined ? undefined : (this.#serverWord ?? this.#failure);
   }
 
+  /** True while its server has sent nothing at all: an open that may be stuck on a dark network. */
+  get unanswered(): boolean {
+    return (socketBytesRead(this.client) ?? 0) === 0;
+  }
+
   /** Keeps the server's own word on a session it ended, which explains the death best. */
   heardFromServer(error: unknown): void {
     if (error instanceof Error && sqlStateOf(error) !== undefined) this.#serverWord ??= error;

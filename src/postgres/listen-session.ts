@@ -8,6 +8,7 @@ import { behindPooler } from './pooler.js';
 import { isConnectionError, isPermanentConnectError, isTransientFailure } from './classify.js';
 import { PgConnection, type ConnectionOwner } from './connection.js';
 import { quoteChannel, refusedError, timedOutError } from './listen-errors.js';
+import { heartbeatMillis, proveSession } from './listen-heartbeat.js';
 import { ListenWaiters } from './listen-waiters.js';
 import { HostRouter } from './host-router.js';
 import { OPEN_RETRY_BASE_MILLIS, openRetryCapMillis } from './open-policy.js';
@@ -70,9 +71,6 @@ export interface ListenHost {
   warn(message: string, fields: Record<string, unknown>): void;
 }
 
-// Asks three things in one round trip: is the session alive, is it still on a primary (LISTEN fails
-// on a standby), and does it still listen (a transaction-mode pooler drops LISTEN between transactions).
-const HEARTBEAT_SQL = 'SELECT pg_is_in_recovery() AS standby, array(SELECT pg_listening_channels())::text[] AS channels';
 // A session that keeps failing to open for a reason no retry fixes is retried this slowly, never given up.
 const PERMANENT_RETRY_CAP_MILLIS = 5000;
 
@@ -103,10 +101,13 @@ export class ListenSession implements ConnectionOwner {
   #syncing: Promise<void> | undefined;
   #reconnects = 0;
   #lastDowntimeMillis: number | undefined;
+  /** listenHeartbeatMillis, or less where the server's idle_session_timeout would end a quieter session. */
+  #heartbeatMillis: number;
 
   constructor(config: ResolvedConfig, host: ListenHost) {
     this.#config = config;
     this.#host = host;
+    this.#heartbeatMillis = config.listenHeartbeatMillis;
     const hosts = config.hosts.targets.length > 1 ? { ...config.hosts, targetSessionAttrs: 'primary' as const } : config.hosts;
     this.#router = new HostRouter(hosts, config.hostRecheckMillis);
     this.#waiters = new ListenWaiters(config.connectionTimeoutMillis, (channel) => this.#timedOut(channel));
@@ -152,6 +153,21 @@ export class ListenSession implements ConnectionOwner {
     await connection?.close();
   }
 
+  /**
+   * The pool opened a connection after an outage: the server answers again. A session waiting out
+   * its backoff, or on an attempt its server has not answered (begun while the network was dark),
+   * tries again now instead of at the end of that wait.
+   */
+  serverBack(): void {
+    const stuck = this.#connection;
+    if (this.#state === 'backoff') this.#connect();
+    else if (this.#state === 'connecting' && stuck?.unanswered === true) {
+      this.#connect();
+      // Only destroyed: its open then fails and settles (a close() first would leave pg's connect pending).
+      stuck.destroy();
+    }
+  }
+
   // ---- ConnectionOwner ----
 
   died(connection: PgConnection, error: Error): void {
@@ -182,6 +198,7 @@ export class ListenSession implements ConnectionOwner {
       if (!this.#poolerAllowed() && (await behindPooler(connection.client))) return this.#refusePooler(connection);
       // Only now: opening may have tried several hosts, each with a client of its own.
       connection.client.on('notification', (message: Notification) => this.#deliver(connection, message));
+      this.#heartbeatMillis = await heartbeatMillis(connection.client, this.#config.listenHeartbeatMillis);
       this.#active = new Set();
       this.#provenAt = now();
       await this.#listenAll(connection);
@@ -331,7 +348,7 @@ export class ListenSession implements ConnectionOwner {
 
   #armHeartbeat(): void {
     clearTimeout(this.#timer);
-    const interval = this.#config.listenHeartbeatMillis * (1 - Math.random() * 0.1);
+    const interval = this.#heartbeatMillis * (1 - Math.random() * 0.1);
     // The socket keeps the process alive while listening; the heartbeat alone must not.
     this.#timer = setTimeout(() => void this.#heartbeat(), interval);
     this.#timer.unref();
@@ -341,35 +358,18 @@ export class ListenSession implements ConnectionOwner {
     const connection = this.#connection;
     if (connection === undefined || this.#state !== 'listening') return;
     const started = now();
-    let timer: ReturnType<typeof setTimeout> | undefined;
     try {
-      const deadline = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`LISTEN session heartbeat got no answer within ${this.#config.validationTimeoutMillis} ms`)), this.#config.validationTimeoutMillis);
-      });
-      const result = await Promise.race([connection.client.query<{ standby: boolean; channels: string[] }>(HEARTBEAT_SQL), deadline]);
-      const row = result.rows[0];
+      await proveSession(connection.client, { timeoutMillis: this.#config.validationTimeoutMillis, multiHost: this.#config.hosts.targets.length > 1, active: this.#active });
       if (connection !== this.#connection) return;
-      if (row?.standby === true && this.#config.hosts.targets.length > 1) {
-        // Failed over: this server is a standby now, where notifications are never sent.
-        throw new Error('the LISTEN session is on a server that became a standby');
-      }
-      const listening = new Set(row?.channels ?? []);
-      const dropped = [...this.#active].filter((channel) => !listening.has(channel));
-      if (dropped.length > 0) {
-        this.#host.warn('the LISTEN session stopped listening to some channels (a pooler in transaction mode?); listening again', { channels: dropped });
-        throw new ListenError(
-          `The session no longer listens to ${dropped.map(quoteChannel).join(', ')}: a pooler in transaction mode (PgBouncer, Supavisor) drops LISTEN between transactions. Point the pool at the server directly or at a session-mode pool for LISTEN.`,
-          undefined,
-        );
-      }
       this.#provenAt = started;
       this.#armHeartbeat();
     } catch (error) {
       if (connection !== this.#connection) return;
-      if (error instanceof ListenError) for (const subscriber of this.#subscribers()) subscriber.failed(error);
+      if (error instanceof ListenError) {
+        this.#host.warn(`${error.message} Listening again.`, {});
+        for (const subscriber of this.#subscribers()) subscriber.failed(error);
+      }
       this.#lost(error instanceof Error ? error : new Error(String(error)), connection);
-    } finally {
-      clearTimeout(timer);
     }
   }
 

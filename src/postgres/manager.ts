@@ -37,6 +37,8 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
   /** Bumped by a server-wide failure: connections of older generations are checked before use. */
   #generation = 0;
   #releaseTraces: boolean;
+  /** Called when a connection opens after an outage: the LISTEN session retries at once. */
+  onRecovered: (() => void) | undefined;
 
   constructor(config: ResolvedConfig, events: PoolEvents) {
     this.#config = config;
@@ -325,7 +327,7 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
       throw error;
     }
     this.stats.connects++;
-    this.#report.opened(connection.target.key);
+    if (this.#report.opened(connection.target.key)) this.onRecovered?.();
     // Closed while it opened (the pool ended): an app's 'connect' handler would query a closed client.
     if (connection.state === 'closed') return;
     this.#report.emit('connect', connection.client);

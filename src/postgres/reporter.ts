@@ -76,15 +76,18 @@ export class Reporter {
     this.emit('outage', { error, host });
   }
 
-  opened(host: string): void {
-    if (this.#outageSince !== undefined) {
-      const downMillis = Date.now() - this.#outageSince;
-      this.#stats.lastOutage = { startedAt: new Date(this.#outageSince).toISOString(), downMillis };
+  /** A connection opened; true when it ended an outage. */
+  opened(host: string): boolean {
+    const recovered = this.#outageSince !== undefined;
+    if (recovered) {
+      const downMillis = Date.now() - (this.#outageSince as number);
+      this.#stats.lastOutage = { startedAt: new Date(this.#outageSince as number).toISOString(), downMillis };
       this.#outageSince = undefined;
       this.log('info', `the server is reachable again after ${downMillis} ms`, { downMillis });
       this.emit('recovered', { downMillis });
     }
     this.log('debug', 'opened a connection', { host });
+    return recovered;
   }
 
   /** pg.Pool's 'error' event for a connection that died idle, sent only to an app that listens: pg.Pool's crashes apps that do not. */
