@@ -84,7 +84,7 @@ export class Pool extends PgPool {
     this.Promise = config.Promise ?? Promise;
     this.log = config.log ?? noop;
     this.#manager = new ConnectionManager(config, this);
-    this.#manager.onRecovered = () => this.#listen?.serverBack();
+    this.#manager.onOpened = (startedAt, recovered) => this.#listen?.serverAnswered(startedAt, recovered);
   }
 
   /** Open connections plus those being opened. */

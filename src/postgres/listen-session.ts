@@ -103,6 +103,7 @@ export class ListenSession implements ConnectionOwner {
   #lastDowntimeMillis: number | undefined;
   /** listenHeartbeatMillis, or less where the server's idle_session_timeout would end a quieter session. */
   #heartbeatMillis: number;
+  #attemptStartedAt = 0;
 
   constructor(config: ResolvedConfig, host: ListenHost) {
     this.#config = config;
@@ -154,17 +155,18 @@ export class ListenSession implements ConnectionOwner {
   }
 
   /**
-   * The pool opened a connection after an outage: the server answers again. A session waiting out
-   * its backoff, or on an attempt its server has not answered (begun while the network was dark),
-   * tries again now instead of at the end of that wait.
+   * The pool opened a connection, begun at `startedAt`. If the session's own attempt began earlier
+   * and its server has still sent nothing, that attempt is stuck (begun while the network was dark):
+   * it is dropped and another starts now. After an outage (`recovered`), a session waiting out its
+   * backoff tries at once too.
    */
-  serverBack(): void {
-    const stuck = this.#connection;
-    if (this.#state === 'backoff') this.#connect();
-    else if (this.#state === 'connecting' && stuck?.unanswered === true) {
+  serverAnswered(startedAt: number, recovered: boolean): void {
+    const attempt = this.#connection;
+    if (this.#state === 'backoff' && recovered) this.#connect();
+    else if (this.#state === 'connecting' && this.#attemptStartedAt < startedAt && attempt?.unanswered === true) {
       this.#connect();
       // Only destroyed: its open then fails and settles (a close() first would leave pg's connect pending).
-      stuck.destroy();
+      attempt.destroy();
     }
   }
 
@@ -188,6 +190,7 @@ export class ListenSession implements ConnectionOwner {
     this.#timer = undefined;
     const connection = new PgConnection(this.#config, this, 0, this.#router.plan());
     this.#connection = connection;
+    this.#attemptStartedAt = now();
     void this.#open(connection);
   }
 

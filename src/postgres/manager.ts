@@ -37,8 +37,8 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
   /** Bumped by a server-wide failure: connections of older generations are checked before use. */
   #generation = 0;
   #releaseTraces: boolean;
-  /** Called when a connection opens after an outage: the LISTEN session retries at once. */
-  onRecovered: (() => void) | undefined;
+  /** Called when a connection opens (begun at `startedAt`; `recovered` if it ended an outage): news for the LISTEN session. */
+  onOpened: ((startedAt: number, recovered: boolean) => void) | undefined;
 
   constructor(config: ResolvedConfig, events: PoolEvents) {
     this.#config = config;
@@ -310,6 +310,7 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
   }
 
   async open(connection: PgConnection): Promise<void> {
+    const startedAt = now();
     try {
       await connection.open(this.#router);
       // The first connection to each server learns its timeouts, to tune keepalive and explain failures.
@@ -327,7 +328,8 @@ export class ConnectionManager implements ResourceHooks<PgConnection>, Connectio
       throw error;
     }
     this.stats.connects++;
-    if (this.#report.opened(connection.target.key)) this.onRecovered?.();
+    const recovered = this.#report.opened(connection.target.key);
+    this.onOpened?.(startedAt, recovered);
     // Closed while it opened (the pool ended): an app's 'connect' handler would query a closed client.
     if (connection.state === 'closed') return;
     this.#report.emit('connect', connection.client);
