@@ -5,7 +5,7 @@ import { classifyFailure, isConnectionError, isPermanentConnectError, outcomeOf 
 import { chooseHost, readRole } from './postgres/client-hosts.js';
 import { unwatchSilence, watchSilence } from './postgres/client-watch.js';
 import { CredentialCache, isAuthFailure, type PasswordProvider } from './postgres/credentials.js';
-import { roleMatches } from './postgres/host-router.js';
+import { roleMatches, shuffled } from './postgres/host-router.js';
 import { resolveHosts, type HostSettings, type HostTarget, type TargetSessionAttrs } from './postgres/hosts.js';
 import { retarget } from './postgres/internals.js';
 import type { SilentConnectionError } from './postgres/silence.js';
@@ -301,13 +301,4 @@ function whole(option: string, value: unknown, fallback: number): number {
   if (value === undefined) return fallback;
   if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > 2_147_483_647) throw new ConfigError(option, 'a whole number from 0 to 2147483647', value);
   return value;
-}
-
-function shuffled<T>(items: readonly T[]): T[] {
-  const copy = [...items];
-  for (let i = copy.length - 1; i > 0; i--) {
-    const j = Math.floor(Math.random() * (i + 1));
-    [copy[i], copy[j]] = [copy[j] as T, copy[i] as T];
-  }
-  return copy;
 }

@@ -84,7 +84,8 @@ export class HostRouter {
   }
 }
 
-function shuffled<T>(items: readonly T[]): T[] {
+/** A copy of `items` in random order (Fisher-Yates), for `load_balance_hosts=random`. */
+export function shuffled<T>(items: readonly T[]): T[] {
   const copy = [...items];
   for (let i = copy.length - 1; i > 0; i--) {
     const j = Math.floor(Math.random() * (i + 1));
