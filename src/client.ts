@@ -1,11 +1,12 @@
 import * as pg from 'pg';
+import { defaultAttemptMillis, int, passwordOf } from './config.js';
 import { diagnose, type Diagnosis } from './diagnostics/diagnose.js';
 import { ConfigError, ConnectFailedError, ConnectionLostError, LifelineError, NoMatchingHostError, OutcomeUnknownError } from './errors.js';
 import { classifyFailure, isConnectionError, isPermanentConnectError, outcomeOf } from './postgres/classify.js';
-import { chooseHost, readRole } from './postgres/client-hosts.js';
+import { chooseHost } from './postgres/client-hosts.js';
 import { unwatchSilence, watchSilence } from './postgres/client-watch.js';
 import { CredentialCache, isAuthFailure, type PasswordProvider } from './postgres/credentials.js';
-import { roleMatches, shuffled } from './postgres/host-router.js';
+import { readRole, roleMatches, shuffled } from './postgres/host-router.js';
 import { resolveHosts, type HostSettings, type HostTarget, type TargetSessionAttrs } from './postgres/hosts.js';
 import { retarget } from './postgres/internals.js';
 import type { SilentConnectionError } from './postgres/silence.js';
@@ -68,6 +69,7 @@ const records = new WeakMap<object, ClientRecord>();
 // One cache per provider function, so every client built with it shares the provider's tokens.
 const caches = new WeakMap<PasswordProvider, CredentialCache>();
 const CONNECT_TIMEOUT_MILLIS = 30_000;
+const MAX_TIMER = 2_147_483_647;
 const OWN_OPTIONS = ['hosts', 'targetSessionAttrs', 'loadBalanceHosts', 'monitorGraceMillis', 'monitorDetectionMillis'];
 
 type Callback = (err: Error | null, result?: unknown) => void;
@@ -174,12 +176,9 @@ function recordOf(client: object): ClientRecord {
 
 function prepare(options: ClientOptions): [pg.ClientConfig, ClientRecord] {
   if (typeof options !== 'object' || options === null) throw new ConfigError('options', 'an object or a connection string', options);
-  const password = options.password;
-  if (password !== undefined && password !== null && typeof password !== 'string' && typeof password !== 'function') {
-    throw new ConfigError('password', 'a string or a function returning one', `a ${typeof password}`);
-  }
+  const password = passwordOf(options.password);
   const hosts = resolveHosts(options as ClientOptions & Record<string, unknown>);
-  const connectTimeoutMillis = whole('connectionTimeoutMillis', options.connectionTimeoutMillis, CONNECT_TIMEOUT_MILLIS);
+  const connectTimeoutMillis = int('connectionTimeoutMillis', options.connectionTimeoutMillis, CONNECT_TIMEOUT_MILLIS, 0, MAX_TIMER);
   const keepAlive = options.keepAlive ?? true;
   let credentials: CredentialCache | undefined;
   if (typeof password === 'function') {
@@ -194,8 +193,8 @@ function prepare(options: ClientOptions): [pg.ClientConfig, ClientRecord] {
     credentialVersion: undefined,
     connectTimeoutMillis,
     keepAlive: { keepAlive, keepAliveInitialDelayMillis: options.keepAliveInitialDelayMillis ?? (keepAlive ? 30_000 : 0) },
-    graceMillis: whole('monitorGraceMillis', options.monitorGraceMillis, 2000),
-    detectionMillis: Math.max(1, whole('monitorDetectionMillis', options.monitorDetectionMillis, 10_000)),
+    graceMillis: int('monitorGraceMillis', options.monitorGraceMillis, 2000, 0, MAX_TIMER),
+    detectionMillis: int('monitorDetectionMillis', options.monitorDetectionMillis, 10_000, 1, MAX_TIMER),
     user: undefined,
     database: undefined,
     openedAt: Date.now(),
@@ -216,7 +215,7 @@ function prepare(options: ClientOptions): [pg.ClientConfig, ClientRecord] {
  * silent host in a list does not hold up the next one for the whole connect bound.
  */
 function clientConfig(record: ClientRecord, target: HostTarget, main: boolean): pg.ClientConfig {
-  const config: Record<string, unknown> = { ...target.clientOptions, ...record.keepAlive, connectionTimeoutMillis: main ? record.connectTimeoutMillis : attemptMillis(record.connectTimeoutMillis) };
+  const config: Record<string, unknown> = { ...target.clientOptions, ...record.keepAlive, connectionTimeoutMillis: main ? record.connectTimeoutMillis : defaultAttemptMillis(record.connectTimeoutMillis) };
   for (const option of OWN_OPTIONS) delete config[option];
   // A stream or connection given to the Client is its own: a probe or check opens a socket of its own.
   if (!main) for (const option of ['stream', 'connection']) delete config[option];
@@ -290,15 +289,4 @@ function refuse(diagnosis: Diagnosis, callback: Callback | undefined): Promise<n
   if (callback === undefined) return Promise.reject(error);
   process.nextTick(() => callback(error));
   return undefined;
-}
-
-/** A probe's bound, as the Pool's connectAttemptTimeoutMillis: a third of the connect bound, within 1 to 10 s. */
-function attemptMillis(connectTimeoutMillis: number): number {
-  return connectTimeoutMillis === 0 ? 10_000 : Math.min(10_000, connectTimeoutMillis, Math.max(1000, Math.round(connectTimeoutMillis / 3)));
-}
-
-function whole(option: string, value: unknown, fallback: number): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > 2_147_483_647) throw new ConfigError(option, 'a whole number from 0 to 2147483647', value);
-  return value;
 }

@@ -249,8 +249,7 @@ export function resolveConfig(options: PoolOptions | null | undefined): Resolved
   const idleTimeoutMillis = o.idleTimeoutMillis === null ? 0 : int('idleTimeoutMillis', o.idleTimeoutMillis, 10_000, 0, MAX_TIMER);
   const connectionTimeoutMillis = int('connectionTimeoutMillis', o.connectionTimeoutMillis, DEFAULT_CONNECTION_TIMEOUT, 0, MAX_TIMER);
   // A third of the acquire deadline (at most 10 s), so an attempt lost to a dead network leaves room for two more.
-  const attemptDefault = connectionTimeoutMillis === 0 ? 10_000 : Math.min(10_000, connectionTimeoutMillis, Math.max(1000, Math.round(connectionTimeoutMillis / 3)));
-  const connectAttemptTimeoutMillis = int('connectAttemptTimeoutMillis', o.connectAttemptTimeoutMillis, attemptDefault, 1, connectionTimeoutMillis || MAX_TIMER);
+  const connectAttemptTimeoutMillis = int('connectAttemptTimeoutMillis', o.connectAttemptTimeoutMillis, defaultAttemptMillis(connectionTimeoutMillis), 1, connectionTimeoutMillis || MAX_TIMER);
   const maxUses = o.maxUses === Infinity ? Infinity : int('maxUses', o.maxUses, Infinity, 1, Number.MAX_SAFE_INTEGER);
   const maxLifetimeSeconds = num('maxLifetimeSeconds', o.maxLifetimeSeconds, 1800, 0, MAX_TIMER / 1000);
   const keepAlive = bool('keepAlive', o.keepAlive, true);
@@ -350,14 +349,21 @@ function hideSecrets<T extends PoolOptions>(options: T, password: PoolOptions['p
   return options;
 }
 
-function passwordOf(value: unknown): PoolOptions['password'] {
+/** A connect attempt's default bound: a third of `connectionTimeoutMillis`, within 1 to 10 s (10 s when that is 0, no limit). */
+export function defaultAttemptMillis(connectionTimeoutMillis: number): number {
+  return connectionTimeoutMillis === 0 ? 10_000 : Math.min(10_000, connectionTimeoutMillis, Math.max(1000, Math.round(connectionTimeoutMillis / 3)));
+}
+
+/** The `password` option as given: a string, a provider function, or nothing; anything else is a ConfigError. */
+export function passwordOf(value: unknown): PoolOptions['password'] {
   if (value === undefined || value === null) return undefined;
   // Never echo the value: it is a secret.
   if (typeof value !== 'string' && typeof value !== 'function') throw new ConfigError('password', 'a string or a function returning one', `a ${typeof value}`);
   return value as PoolOptions['password'];
 }
 
-function int(option: string, value: unknown, fallback: number, lo: number, hi: number): number {
+/** A whole-number option from `lo` to `hi`, `fallback` when not given; anything else is a ConfigError naming it. */
+export function int(option: string, value: unknown, fallback: number, lo: number, hi: number): number {
   const n = num(option, value, fallback, lo, hi);
   if (!Number.isInteger(n) && n !== Infinity) {
     throw new ConfigError(option, `a whole number from ${lo} to ${hi}`, value);

@@ -1,6 +1,6 @@
 // pg-lifeline's Client on real servers: password over TLS, keepalive on by default, a password
 // provider shared by clients, multi-host routing (a connection string, target_session_attrs on a
-// primary and a standby), and the error that lists every host when none answers.
+// primary and a standby), the error that lists every host when none answers, and the silence watch.
 import assert from 'node:assert/strict';
 import { createServer, Socket, type AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
@@ -8,8 +8,9 @@ import * as pg from 'pg';
 import { Client, ConfigError, ConnectFailedError, ConnectionLostError, HostsUnreachableError, OutcomeUnknownError, sequelizeRetryMatch } from '../src/index.js';
 import * as lifelinePg from '../src/pg.js';
 import { PgCluster } from './harness/cluster.js';
+import { FaultProxy } from './harness/proxy.js';
 import { ReplicaSet } from './harness/replication.js';
-import { waitFor } from './harness/wait.js';
+import { settleWithin, waitFor } from './harness/wait.js';
 
 let cluster: PgCluster;
 let set: ReplicaSet;
@@ -160,6 +161,27 @@ describe('Client', () => {
       return true;
     });
     await client.end().catch(() => undefined);
+  });
+
+  test('inside a transaction, a connection gone dark is cut: its backend sits idle in transaction, which counts as idle', async () => {
+    const proxy = await FaultProxy.start(cluster);
+    const client = new Client({ ...cluster.clientConfig(), host: proxy.host, port: proxy.port, monitorGraceMillis: 300 });
+    client.on('error', () => undefined);
+    try {
+      await client.connect();
+      await client.query('BEGIN');
+      await client.query('SELECT 1');
+      // This connection's bytes are dropped from now on; the watch's own check connections get through.
+      proxy.darkenExisting();
+      // Bounded only so that a regression fails instead of hanging the suite: the watch has no reason to wait for it.
+      const outcome = await settleWithin(client.query('SELECT 2'), 60_000);
+      assert.ok(typeof outcome === 'object', `the statement failed instead of ${String(outcome)}`);
+      assert.ok(outcome.error instanceof OutcomeUnknownError, String(outcome.error));
+      assert.match(outcome.error.message, /reply never arrived/);
+    } finally {
+      await client.end().catch(() => undefined);
+      await proxy.close();
+    }
   });
 
   test('sequelizeRetryMatch is an arrow function, as retry-as-promised needs, and reads the wrapped error', () => {

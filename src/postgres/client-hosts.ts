@@ -4,7 +4,7 @@ import * as pg from 'pg';
 import { LifelineError, NoMatchingHostError } from '../errors.js';
 import { errorText } from '../pg-error.js';
 import { isPermanentConnectError } from './classify.js';
-import { ROLE_SQL, roleMatches, type ServerRole } from './host-router.js';
+import { readRole, roleMatches } from './host-router.js';
 import type { HostSettings, HostTarget } from './hosts.js';
 
 /** One host's failure, as {@link HostsUnreachableError} lists it. */
@@ -31,12 +31,6 @@ export class HostsUnreachableError extends LifelineError {
     );
     this.failures = failures;
   }
-}
-
-/** Reads a connected client's role: standby, and whether it refuses writes. */
-export async function readRole(client: pg.Client): Promise<ServerRole> {
-  const row = (await client.query<{ standby: boolean; read_only: boolean }>(ROLE_SQL)).rows[0];
-  return { standby: row?.standby === true, readOnly: row?.read_only === true };
 }
 
 /**

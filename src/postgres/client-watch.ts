@@ -5,7 +5,7 @@
 // with a statement in flight, and runs only while there is one.
 import * as pg from 'pg';
 import { destroySocket, protocolPid, socketBytesRead } from './internals.js';
-import { SilentConnectionError, type SilenceVerdict } from './silence.js';
+import { IDLE_SIGHTINGS, SilentConnectionError, judgeBackend, type SilenceVerdict } from './silence.js';
 
 /** When to look at a silent statement, and how long the check may take. */
 export interface WatchSettings {
@@ -32,10 +32,7 @@ interface Watch {
   checking: boolean;
 }
 
-// Every state but idle means the backend still works for us; a missing row means it is gone.
-const ACTIVITY_SQL = 'SELECT state FROM pg_stat_activity WHERE pid = $1';
-// A reply can be on the wire while the check's answer arrives first: idle twice in a row is needed.
-const IDLE_SIGHTINGS = 2;
+const ACTIVITY_SQL = 'SELECT pid, state FROM pg_stat_activity WHERE pid = $1';
 const TICK_MILLIS = 100;
 
 const watches = new Map<pg.Client, Watch>();
@@ -81,14 +78,17 @@ function tick(): void {
 }
 
 async function check(client: pg.Client, watch: Watch): Promise<void> {
+  const pid = protocolPid(client);
+  if (pid === undefined) return;
   const { detectionMillis } = watch.settings;
   const probe = new pg.Client({ ...watch.settings.probeOptions(), connectionTimeoutMillis: detectionMillis, query_timeout: detectionMillis });
   probe.on('error', () => undefined);
   try {
     await probe.connect();
-    const rows = (await probe.query<{ state: string | null }>(ACTIVITY_SQL, [protocolPid(client)])).rows;
-    if (rows.length === 0) return verdict(client, watch, 'backend-gone');
-    watch.idleSeen = rows[0]?.state === 'idle' ? watch.idleSeen + 1 : 0;
+    const rows = (await probe.query<{ pid: number; state: string | null }>(ACTIVITY_SQL, [pid])).rows;
+    const judged = judgeBackend(new Map(rows.map((row) => [row.pid, row.state])), pid);
+    if (judged === 'gone') return verdict(client, watch, 'backend-gone');
+    watch.idleSeen = judged === 'idle' ? watch.idleSeen + 1 : 0;
     if (watch.idleSeen >= IDLE_SIGHTINGS) return verdict(client, watch, 'reply-lost');
     // Still working (a slow statement): ask again after another grace period, not on every tick.
     if (watch.idleSeen === 0) watch.nextCheck = Date.now() + watch.settings.graceMillis;

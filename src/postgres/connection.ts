@@ -4,7 +4,7 @@ import type { ServerIdentity } from './commit-resolver.js';
 import { isPermanentConnectError } from './classify.js';
 import { isAuthFailure } from './credentials.js';
 import { hookFailed } from './open-policy.js';
-import { ROLE_SQL, roleMatches, type HostRouter } from './host-router.js';
+import { readRole, roleMatches, type HostRouter } from './host-router.js';
 import type { HostTarget } from './hosts.js';
 import { NoMatchingHostError, sqlStateOf } from '../errors.js';
 import { PooledResource, now } from '../core/resource-pool.js';
@@ -154,8 +154,7 @@ export class PgConnection extends PooledResource {
 
   // Keeps the client if its server has the wanted role; a prefer-* pool keeps the first other one aside.
   async #roleFits(router: HostRouter): Promise<boolean> {
-    const row = (await this.client.query<{ standby: boolean; read_only: boolean }>(ROLE_SQL)).rows[0];
-    const role = { standby: row?.standby === true, readOnly: row?.read_only === true };
+    const role = await readRole(this.client);
     if (roleMatches(router.attrs, role, true)) return true;
     router.markDown(this.target);
     if (this.#fallback === undefined && roleMatches(router.attrs, role, false)) this.#fallback = { client: this.client, target: this.target };

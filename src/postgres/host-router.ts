@@ -1,3 +1,4 @@
+import type * as pg from 'pg';
 import { now } from '../core/resource-pool.js';
 import type { HostSettings, HostTarget, TargetSessionAttrs } from './hosts.js';
 
@@ -10,7 +11,13 @@ export interface ServerRole {
 }
 
 /** One query answers both questions, on any server version and behind poolers alike. */
-export const ROLE_SQL = "SELECT pg_is_in_recovery() AS standby, current_setting('transaction_read_only') = 'on' AS read_only";
+const ROLE_SQL = "SELECT pg_is_in_recovery() AS standby, current_setting('transaction_read_only') = 'on' AS read_only";
+
+/** Reads a connected client's role: standby, and whether it refuses writes. */
+export async function readRole(client: pg.Client): Promise<ServerRole> {
+  const row = (await client.query<{ standby: boolean; read_only: boolean }>(ROLE_SQL)).rows[0];
+  return { standby: row?.standby === true, readOnly: row?.read_only === true };
+}
 
 /** Whether a server in `role` is what `attrs` asks for; `strict` is false on a prefer-* fallback pass. */
 export function roleMatches(attrs: TargetSessionAttrs, role: ServerRole, strict: boolean): boolean {

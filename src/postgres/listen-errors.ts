@@ -37,5 +37,18 @@ export function timedOutError(channel: string, timeoutMillis: number, failure: {
       failure.error,
     );
   }
-  return new ListenError(`${waited}: the session could not be opened (${message}: ${failure.diagnosis.summary}; ${failure.diagnosis.advice}).`, failure.error);
+  return new ListenError(`${waited}: the session could not be opened (${why(failure.error, failure.diagnosis)}).`, failure.error);
+}
+
+/** The LISTEN session failed to open for a reason no retry fixes: what first-time waiters and listening listeners are told. */
+export function openFailedErrors(error: unknown, diagnosis: Diagnosis): { waiting: ListenError; listening: ListenError } {
+  const reason = why(error, diagnosis);
+  return {
+    waiting: new ListenError(`LISTEN could not start: the session could not be opened (${reason}).`, error),
+    listening: new ListenError(`Could not open the LISTEN session (${reason}). It is retried every few seconds.`, error),
+  };
+}
+
+function why(error: unknown, diagnosis: Diagnosis): string {
+  return `${messageOf(error)}: ${diagnosis.summary}; ${diagnosis.advice}`;
 }

@@ -7,7 +7,7 @@ import { ListenError } from '../errors.js';
 import { behindPooler } from './pooler.js';
 import { isConnectionError, isPermanentConnectError, isTransientFailure } from './classify.js';
 import { PgConnection, type ConnectionOwner } from './connection.js';
-import { quoteChannel, refusedError, timedOutError } from './listen-errors.js';
+import { openFailedErrors, quoteChannel, refusedError, timedOutError } from './listen-errors.js';
 import { heartbeatMillis, proveSession } from './listen-heartbeat.js';
 import { ListenWaiters } from './listen-waiters.js';
 import { HostRouter } from './host-router.js';
@@ -308,11 +308,10 @@ export class ListenSession implements ConnectionOwner {
     // An outage that began before the session was ever up loses nothing: nobody listened yet.
     const permanent = isPermanentConnectError(error) || !isTransientFailure(error);
     if (permanent) {
-      const why = `${error instanceof Error ? error.message : String(error)}: ${diagnosis.summary}; ${diagnosis.advice}`;
+      const { waiting, listening } = openFailedErrors(error, diagnosis);
       // Those still waiting for their first LISTEN hear it at once, as pool.connect() would; the listening ones keep retrying.
-      this.#waiters.reject(() => true, new ListenError(`LISTEN could not start: the session could not be opened (${why}).`, error));
-      const failure = new ListenError(`Could not open the LISTEN session (${why}). It is retried every few seconds.`, error);
-      for (const subscriber of this.#subscribers()) subscriber.failed(failure);
+      this.#waiters.reject(() => true, waiting);
+      for (const subscriber of this.#subscribers()) subscriber.failed(listening);
     }
     this.#backoff(permanent ? PERMANENT_RETRY_CAP_MILLIS : openRetryCapMillis(error));
   }

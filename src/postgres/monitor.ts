@@ -4,7 +4,7 @@ import type { PgConnection } from './connection.js';
 import type { HostTarget } from './hosts.js';
 import { destroySocket, hasQueryInFlight, protocolPid, setSocketRef, socketBytesRead } from './internals.js';
 import { behindPooler } from './pooler.js';
-import { SilentConnectionError, type SilenceVerdict } from './silence.js';
+import { IDLE_SIGHTINGS, SilentConnectionError, judgeBackend, type SilenceVerdict } from './silence.js';
 
 /** What the monitor needs from the pool. */
 export interface MonitorOwner {
@@ -32,8 +32,6 @@ interface Watch {
 // The backend's state, asked from a separate connection. Every state but idle means it still works
 // for us (active, fastpath, or waiting on a lock); a missing row means it is gone.
 const ACTIVITY_SQL = 'SELECT pid, state FROM pg_stat_activity WHERE pid = ANY($1::int[])';
-// A reply can be on the wire while the monitor's answer arrives first: idle twice in a row is needed.
-const IDLE_SIGHTINGS = 2;
 
 /**
  * Watches statements in flight from the maintenance tick, at no cost to the statements
@@ -142,12 +140,6 @@ export class InFlightMonitor {
     this.#hosts.clear();
     this.#watches.clear();
   }
-}
-
-function judgeBackend(states: Map<number, string | null>, pid: number): 'slow' | 'idle' | 'gone' {
-  if (!states.has(pid)) return 'gone';
-  const state = states.get(pid);
-  return typeof state === 'string' && state.startsWith('idle') ? 'idle' : 'slow';
 }
 
 /**

@@ -31,3 +31,17 @@ export function silenceSummary(verdict: SilenceVerdict, silentMillis: number, ho
   if (verdict === 'backend-gone') return `${silent}; the server no longer has that backend (${host})`;
   return `${silent}; the server finished the statement but its reply never arrived (${host})`;
 }
+
+/** Sightings of an idle backend in a row before its reply counts as lost: one may still be on the wire while the check's answer arrives first. */
+export const IDLE_SIGHTINGS = 2;
+
+/**
+ * What a check from another connection says of backend `pid`, given `pg_stat_activity`'s states
+ * by pid: gone (no row), idle (its work is done, `idle` or `idle in transaction`: the reply was
+ * sent), or slow (still working, waiting on a lock, or a state it could not read).
+ */
+export function judgeBackend(states: ReadonlyMap<number, string | null>, pid: number): 'slow' | 'idle' | 'gone' {
+  if (!states.has(pid)) return 'gone';
+  const state = states.get(pid);
+  return typeof state === 'string' && state.startsWith('idle') ? 'idle' : 'slow';
+}

@@ -10,7 +10,7 @@ import { ConnectionLostError, Pool } from '../../src/index.js';
 import { PgCluster } from '../harness/cluster.js';
 import { waitFor } from '../harness/wait.js';
 import { newTally, report, settle, watchProcess, type Tally } from './fault-tally.js';
-import { SCHEMA, killBlocking, paymentCount, settled } from './orm-shared.js';
+import { SCHEMA, holdTransactions, killBlocking, paymentCount, settled } from './orm-shared.js';
 
 const setups = [
   { name: 'pg-lifeline (connectionPool)', kind: 'lifeline', lifeline: true },
@@ -79,17 +79,7 @@ async function withKnex(t: TestContext, setup: Setup, fn: (s: Session) => Promis
 
 /** Checks `n` connections out at once (each inside a transaction, which holds one) so that `n` backends exist. */
 async function warm({ db, app }: Session, n: number): Promise<void> {
-  let inside = 0;
-  let open: () => void = () => undefined;
-  const allOpen = new Promise<void>((resolve) => (open = resolve));
-  await Promise.all(
-    Array.from({ length: n }, () =>
-      db.transaction(async () => {
-        if (++inside === n) open();
-        await allOpen;
-      }),
-    ),
-  );
+  await holdTransactions(n, (body) => db.transaction(body));
   assert.equal((await cluster.backendPids(app)).length, n);
 }
 

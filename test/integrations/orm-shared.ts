@@ -100,3 +100,21 @@ export async function paymentCount(cluster: PgCluster, ref: string): Promise<num
   const rows = await cluster.query<{ n: number }>('SELECT count(*)::int AS n FROM payments WHERE ref = $1', [ref]);
   return rows[0]?.n ?? 0;
 }
+
+/**
+ * Runs `n` of a library's transactions at once, each held open until all have begun: a
+ * transaction holds its connection, so `n` connections (and backends) then exist.
+ */
+export async function holdTransactions(n: number, transaction: (body: () => Promise<void>) => Promise<unknown>): Promise<void> {
+  let inside = 0;
+  let open: () => void = () => undefined;
+  const allOpen = new Promise<void>((resolve) => (open = resolve));
+  await Promise.all(
+    Array.from({ length: n }, () =>
+      transaction(async () => {
+        if (++inside === n) open();
+        await allOpen;
+      }),
+    ),
+  );
+}

@@ -14,7 +14,7 @@ import { ReplicaSet } from '../harness/replication.js';
 import { FaultProxy } from '../harness/proxy.js';
 import { settleWithin, waitFor } from '../harness/wait.js';
 import { newTally, report, settle, watchProcess, type Tally } from './fault-tally.js';
-import { SCHEMA, killBlocking, paymentCount } from './orm-shared.js';
+import { SCHEMA, holdTransactions, killBlocking, paymentCount } from './orm-shared.js';
 
 let cluster: PgCluster;
 let proxy: FaultProxy;
@@ -124,17 +124,7 @@ async function withDb(t: TestContext, setup: Setup, options: Options, fn: (s: Se
 
 /** Holds `n` connections at once (each in a transaction) so that `n` backends exist. */
 async function warm({ db, app }: Session, n: number): Promise<number[]> {
-  let inside = 0;
-  let open: () => void = () => undefined;
-  const allOpen = new Promise<void>((resolve) => (open = resolve));
-  await Promise.all(
-    Array.from({ length: n }, () =>
-      db.transaction(async () => {
-        if (++inside === n) open();
-        await allOpen;
-      }),
-    ),
-  );
+  await holdTransactions(n, (body) => db.transaction(body));
   const pids = await cluster.backendPids(app);
   assert.equal(pids.length, n);
   return pids;
@@ -315,7 +305,8 @@ for (const setup of setups) {
       await withDb(t, setup, { viaProxy: true, ...(client ? { client } : {}) }, async (s) => {
         assert.deepEqual(await s.db.query('SELECT 1 AS n', select), [{ n: 1 }]);
         proxy.blackhole();
-        const outcome = await settleWithin(s.db.query('SELECT 2 AS n', select), 4000);
+        // pg.Client waits for the kernel (minutes), so its wait is cut at 4 s; ours is bounded by the watch alone, not a race with that cut.
+        const outcome = await settleWithin(s.db.query('SELECT 2 AS n', select), lifeline ? 60_000 : 4000);
         t.diagnostic(`figure: Sequelize ${setup.version} | blackhole | ${lifeline ? 'pg-lifeline/pg' : 'default (pg)'} | ${outcome === 'hung' ? 'still waiting after 4 s' : outcome === 'ok' ? 'answered' : 'failed with an error'}`);
         if (typeof outcome === 'object') s.tally.app.push(outcome.error);
         if (lifeline) {
